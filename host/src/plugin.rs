@@ -1,0 +1,317 @@
+//! One CNI exec: find the plugin module, answer the protocol, run the guest, print the answer.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cni_types::{codes, CniError};
+use wasmtime::Engine;
+
+use crate::caps::netns::{Netns, OpenError};
+use crate::caps::Caps;
+use crate::cni::{self, Command, Output, Parsed, Request};
+use crate::log::{Level, Logger};
+use crate::policy::{Grants, Limits};
+use crate::sandbox::{self, artifact, Artifact, GuestKind};
+
+/// The name of the install-time compiler, installed beside `wasm-cni`.
+pub const COMPILER: &str = "wasm-cni-compile";
+
+/// A plugin: its type name and its module.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plugin {
+    pub name: String,
+    pub module: PathBuf,
+}
+
+impl Plugin {
+    /// The plugin a link runs: `/opt/cni/bin/loopback` → `/opt/cni/bin/loopback.wasm`. The
+    /// module lies beside the link, not beside the binary the link points to.
+    pub fn from_argv0(argv0: &str, cni_path: Option<&str>) -> Plugin {
+        let path = Path::new(argv0);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dir = if argv0.contains('/') {
+            path.parent().map(Path::to_path_buf)
+        } else {
+            // Exec'd through a search path: the first CNI_PATH dir that has the link.
+            cni_path
+                .into_iter()
+                .flat_map(|p| p.split(':'))
+                .map(PathBuf::from)
+                .find(|d| d.join(&name).exists())
+        };
+        let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+        Plugin {
+            module: dir.join(format!("{name}.wasm")),
+            name,
+        }
+    }
+
+    /// A module given directly (`wasm-cni run module.wasm`).
+    pub fn from_module(module: &Path) -> Plugin {
+        Plugin {
+            name: module
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            module: module.to_path_buf(),
+        }
+    }
+}
+
+/// Run one CNI exec of `plugin` with this environment and stdin.
+pub fn exec(
+    plugin: &Plugin,
+    env: impl Fn(&str) -> Option<String>,
+    stdin: &mut impl Read,
+) -> Output {
+    let req = match cni::parse(&env, stdin) {
+        Ok(Parsed::About) => {
+            eprintln!("{}", cni::about(&plugin.name));
+            return Output::success(String::new());
+        }
+        Ok(Parsed::Version) => return Output::success(cni_types::version_info_json()),
+        Ok(Parsed::Request(req)) => req,
+        // Before a config is read there is no version to answer in: use the newest.
+        Err(e) => return Output::error(&e, cni_types::CURRENT_VERSION),
+    };
+    let logger = Logger::new(&plugin.name, &req.container_id);
+    let started = Instant::now();
+    let outcome = run(plugin, &req, &logger);
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let verb = req.command.as_str();
+    match outcome {
+        Ok(stdout) => {
+            logger.log(
+                Level::Info,
+                "invocation",
+                &[
+                    ("verb", verb.into()),
+                    ("ms", ms(elapsed_ms)),
+                    ("outcome", "ok".into()),
+                ],
+            );
+            Output::success(stdout)
+        }
+        Err(e) => {
+            logger.log(
+                Level::Error,
+                "invocation",
+                &[
+                    ("verb", verb.into()),
+                    ("ms", ms(elapsed_ms)),
+                    ("outcome", "error".into()),
+                    ("code", e.code.into()),
+                    ("error", e.msg.clone().into()),
+                ],
+            );
+            Output::error(&e, &req.version)
+        }
+    }
+}
+
+fn ms(v: f64) -> serde_json::Value {
+    serde_json::json!((v * 1000.0).round() / 1000.0)
+}
+
+fn run(plugin: &Plugin, req: &Request, logger: &Logger) -> Result<String, CniError> {
+    let engine = sandbox::engine().map_err(|e| internal(format!("creating the engine: {e:#}")))?;
+    let artifact = load(&engine, plugin, logger)?;
+    let limits = Limits::default();
+    match artifact.kind {
+        GuestKind::Command => {
+            let out = sandbox::run_command(&engine, &artifact.component, req, &limits, logger)?;
+            Ok(out.unwrap_or_default())
+        }
+        GuestKind::Plugin => {
+            let rt = Arc::new(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                    .map_err(|e| internal(format!("starting the netlink runtime: {e}")))?,
+            );
+            let netns = open_netns(req, &rt)?;
+            let caps = Caps::new(rt, Grants::default(), logger.clone());
+            let result = sandbox::run_component(
+                &engine,
+                &artifact.component,
+                req,
+                netns,
+                caps,
+                &limits,
+                logger,
+            )?;
+            match result {
+                Some(result) => Ok(result.to_json(&req.version)?.to_string()),
+                None => Ok(String::new()),
+            }
+        }
+    }
+}
+
+fn internal(msg: String) -> CniError {
+    CniError::new(codes::INTERNAL, msg, "")
+}
+
+/// The container's namespace for this verb: required for ADD and CHECK; for DEL an empty or
+/// vanished netns means "already gone", which DEL must accept.
+fn open_netns(req: &Request, rt: &tokio::runtime::Runtime) -> Result<Option<Arc<Netns>>, CniError> {
+    let needed = matches!(req.command, Command::Add | Command::Check | Command::Del);
+    if !needed || req.netns.is_empty() {
+        return Ok(None);
+    }
+    let ns = match Netns::open(Path::new(&req.netns), rt) {
+        Ok(ns) => ns,
+        Err(OpenError::NotFound) if req.command == Command::Del => return Ok(None),
+        Err(OpenError::NotFound) => {
+            return Err(internal(format!(
+                "failed to open netns {:?}: no such file or directory",
+                req.netns
+            )))
+        }
+        Err(OpenError::Other(msg)) => return Err(internal(msg)),
+    };
+    let own = std::fs::metadata("/proc/thread-self/ns/net").map(|m| {
+        (
+            std::os::unix::fs::MetadataExt::dev(&m),
+            std::os::unix::fs::MetadataExt::ino(&m),
+        )
+    });
+    if ns.id().ok() == own.ok() {
+        return Err(CniError::new(
+            codes::INVALID_ENVIRONMENT,
+            "plugin's netns and netns from CNI_NETNS should not be the same",
+            req.netns.clone(),
+        ));
+    }
+    Ok(Some(Arc::new(ns)))
+}
+
+/// Load the plugin's precompiled artifact; when it is missing or stale, compile it with the
+/// compiler installed beside us and try once more.
+fn load(engine: &Engine, plugin: &Plugin, logger: &Logger) -> Result<Artifact, CniError> {
+    let unavailable = |msg: String| CniError::new(sandbox::codes::MODULE_UNAVAILABLE, msg, "");
+    let module = std::fs::read(&plugin.module).map_err(|e| {
+        unavailable(format!(
+            "cannot read plugin module {}: {e}",
+            plugin.module.display()
+        ))
+    })?;
+    let digest = artifact::sha256_hex(&module);
+    let path = artifact::artifact_path(&plugin.module);
+    let stale = match artifact::load(engine, &path, &digest) {
+        Ok(a) => return Ok(a),
+        Err(stale) => stale,
+    };
+    logger.log(
+        Level::Warn,
+        "recompiling artifact",
+        &[
+            ("artifact", path.display().to_string().into()),
+            ("reason", stale.to_string().into()),
+        ],
+    );
+    compile(&plugin.module).map_err(|e| {
+        unavailable(format!(
+            "plugin {}: {stale} at {} and it could not be rebuilt: {e}",
+            plugin.name,
+            path.display()
+        ))
+    })?;
+    artifact::load(engine, &path, &digest).map_err(|again| {
+        unavailable(format!(
+            "plugin {}: artifact {} unusable after recompiling: {again}",
+            plugin.name,
+            path.display()
+        ))
+    })
+}
+
+/// Run the compiler installed beside this binary on `module`.
+fn compile(module: &Path) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("locating {COMPILER}: {e}"))?;
+    let compiler = exe.with_file_name(COMPILER);
+    if !compiler.exists() {
+        return Err(format!("{} is not installed", compiler.display()));
+    }
+    let out = std::process::Command::new(&compiler)
+        .arg(module)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("running {}: {e}", compiler.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_lies_beside_the_link() {
+        let p = Plugin::from_argv0("/opt/cni/bin/loopback", None);
+        assert_eq!(p.name, "loopback");
+        assert_eq!(p.module, Path::new("/opt/cni/bin/loopback.wasm"));
+    }
+
+    #[test]
+    fn bare_argv0_is_found_in_cni_path() {
+        let dir = std::env::temp_dir().join(format!("wasm-cni-argv0-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("frob"), b"").unwrap();
+        let path = format!("/nonexistent:{}", dir.display());
+        let p = Plugin::from_argv0("frob", Some(&path));
+        assert_eq!(p.module, dir.join("frob.wasm"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn run_names_the_plugin_after_the_module() {
+        let p = Plugin::from_module(Path::new("/tmp/x/logger.wasm"));
+        assert_eq!(p.name, "logger");
+    }
+
+    #[test]
+    fn missing_module_is_a_clear_error() {
+        let p = Plugin::from_module(Path::new("/nonexistent/ghost.wasm"));
+        let env = |k: &str| {
+            Some(
+                match k {
+                    "CNI_COMMAND" => "ADD",
+                    "CNI_CONTAINERID" => "c",
+                    "CNI_NETNS" => "/var/run/netns/none",
+                    "CNI_IFNAME" => "eth0",
+                    "CNI_PATH" => "/opt/cni/bin",
+                    _ => return None,
+                }
+                .to_string(),
+            )
+        };
+        let out = exec(
+            &p,
+            env,
+            &mut &br#"{"cniVersion":"1.0.0","name":"n","type":"ghost"}"#[..],
+        );
+        assert_eq!(out.status, 1);
+        let err: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(err["code"], 101);
+        assert_eq!(err["cniVersion"], "1.0.0");
+        assert!(
+            err["msg"]
+                .as_str()
+                .unwrap()
+                .contains("/nonexistent/ghost.wasm"),
+            "{err}"
+        );
+    }
+}

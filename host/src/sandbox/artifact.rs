@@ -1,0 +1,295 @@
+//! Precompiled artifacts: native code for a plugin module, made at install time so an exec
+//! never compiles.
+//!
+//! A `.cwasm` is native code and loading it is `unsafe`, so the file carries a header that
+//! binds it to one module and one engine configuration, and a digest of the code itself:
+//!
+//! ```text
+//! b"WCNIART1" | u32 LE header length | header JSON | payload (wasmtime's serialized component)
+//! header = {"engine": ENGINE_TAG, "module_sha256": "...", "payload_sha256": "...", "kind": "plugin"|"command"}
+//! ```
+//!
+//! The whole file is read into memory, the digests are checked and only then is the payload
+//! handed to wasmtime, so what is verified is exactly what is mapped.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+use super::{ENGINE_TAG, HANDLER_EXPORT, WASI_RUN_EXPORT};
+
+const MAGIC: &[u8; 8] = b"WCNIART1";
+
+/// What kind of guest a module is, told apart by its exports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestKind {
+    /// Exports `wasm-cni:plugin/handler`: built on the SDK, uses host capabilities.
+    Plugin,
+    /// Exports `wasi:cli/run`: a plain WASI CNI program (env + stdin in, stdout out).
+    Command,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    engine: String,
+    module_sha256: String,
+    payload_sha256: String,
+    kind: GuestKind,
+}
+
+/// A verified, loaded artifact.
+pub struct Artifact {
+    pub kind: GuestKind,
+    pub component: Component,
+}
+
+/// The artifact path for a module: `loopback.wasm` → `loopback.cwasm`.
+pub fn artifact_path(module: &Path) -> PathBuf {
+    module.with_extension("cwasm")
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Why an artifact cannot be used as it is; every case is repaired by compiling again.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stale {
+    Missing,
+    Unreadable(String),
+    Corrupt(String),
+    OtherModule,
+    OtherEngine(String),
+}
+
+impl std::fmt::Display for Stale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stale::Missing => write!(f, "no precompiled artifact"),
+            Stale::Unreadable(e) => write!(f, "artifact unreadable: {e}"),
+            Stale::Corrupt(e) => write!(f, "artifact corrupt: {e}"),
+            Stale::OtherModule => write!(f, "artifact was compiled from another module"),
+            Stale::OtherEngine(tag) => write!(f, "artifact was compiled for engine {tag:?}"),
+        }
+    }
+}
+
+/// Load the artifact at `path` if it was compiled from the module with digest `module_sha256`
+/// for this engine and is intact.
+pub fn load(engine: &Engine, path: &Path, module_sha256: &str) -> Result<Artifact, Stale> {
+    let bytes = fs::read(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => Stale::Missing,
+        _ => Stale::Unreadable(e.to_string()),
+    })?;
+    let (header, payload) = split(&bytes)?;
+    if header.engine != ENGINE_TAG {
+        return Err(Stale::OtherEngine(header.engine));
+    }
+    if header.module_sha256 != module_sha256 {
+        return Err(Stale::OtherModule);
+    }
+    if sha256_hex(payload) != header.payload_sha256 {
+        return Err(Stale::Corrupt("payload digest mismatch".into()));
+    }
+    // SAFETY: the payload is the exact output of `Engine::precompile_component` by our compiler
+    // for this engine configuration: its digest was just checked against the header written
+    // at compile time, and the bytes checked are the bytes deserialized.
+    let component = unsafe { Component::deserialize(engine, payload) }
+        .map_err(|e| Stale::OtherEngine(format!("{e:#}")))?;
+    Ok(Artifact {
+        kind: header.kind,
+        component,
+    })
+}
+
+fn split(bytes: &[u8]) -> Result<(Header, &[u8]), Stale> {
+    let corrupt = |what: &str| Stale::Corrupt(what.to_string());
+    let rest = bytes
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| corrupt("bad magic"))?;
+    let len_bytes: [u8; 4] = rest
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| corrupt("truncated header"))?;
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    let header = rest
+        .get(4..4 + len)
+        .ok_or_else(|| corrupt("truncated header"))?;
+    let header: Header =
+        serde_json::from_slice(header).map_err(|e| Stale::Corrupt(format!("header: {e}")))?;
+    Ok((header, &rest[4 + len..]))
+}
+
+/// The kind of a loaded component, from its exports.
+pub fn kind_of(engine: &Engine, component: &Component) -> wasmtime::Result<GuestKind> {
+    let ty = component.component_type();
+    let names: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if names.iter().any(|n| n == HANDLER_EXPORT) {
+        Ok(GuestKind::Plugin)
+    } else if names.iter().any(|n| n.starts_with(WASI_RUN_EXPORT)) {
+        Ok(GuestKind::Command)
+    } else {
+        wasmtime::bail!(
+            "module exports neither {HANDLER_EXPORT} nor wasi:cli/run (it exports {names:?})"
+        )
+    }
+}
+
+/// Compile a module into artifact bytes (install time only: needs Cranelift).
+#[cfg(feature = "compiler")]
+pub fn compile(engine: &Engine, module: &[u8]) -> wasmtime::Result<Vec<u8>> {
+    if !is_component(module) {
+        wasmtime::bail!("not a WebAssembly component (build guests for wasm32-wasip2)");
+    }
+    let payload = engine.precompile_component(module)?;
+    // SAFETY: `payload` was produced just above by this engine.
+    let component = unsafe { Component::deserialize(engine, &payload) }?;
+    let header = Header {
+        engine: ENGINE_TAG.to_string(),
+        module_sha256: sha256_hex(module),
+        payload_sha256: sha256_hex(&payload),
+        kind: kind_of(engine, &component)?,
+    };
+    let header = serde_json::to_vec(&header)?;
+    let mut out = Vec::with_capacity(MAGIC.len() + 4 + header.len() + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// A component's preamble: `\0asm`, then version 0x0d and layer 1 (core modules have layer 0).
+#[cfg(feature = "compiler")]
+fn is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && &bytes[..4] == b"\0asm" && bytes[6..8] == [1, 0]
+}
+
+/// Compile `module` and write its artifact beside it, atomically (temp file + rename), so
+/// concurrent execs and installs never see a half-written artifact.
+#[cfg(feature = "compiler")]
+pub fn compile_file(engine: &Engine, module: &Path) -> wasmtime::Result<PathBuf> {
+    use std::io::Write;
+    let bytes =
+        fs::read(module).map_err(|e| wasmtime::format_err!("reading {}: {e}", module.display()))?;
+    let artifact = compile(engine, &bytes)
+        .map_err(|e| wasmtime::format_err!("compiling {}: {e:#}", module.display()))?;
+    let dest = artifact_path(module);
+    let tmp = dest.with_extension(format!("cwasm.tmp.{}", std::process::id()));
+    let write = || -> io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&artifact)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &dest)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        wasmtime::format_err!("writing {}: {e}", dest.display())
+    })?;
+    Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(header: &str, payload: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn load_bytes(bytes: &[u8], module_sha: &str) -> Result<Artifact, Stale> {
+        let dir = std::env::temp_dir().join(format!("wasm-cni-art-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("t{}.cwasm", sha256_hex(bytes)));
+        fs::write(&path, bytes).unwrap();
+        let r = load(&super::super::engine().unwrap(), &path, module_sha);
+        fs::remove_file(&path).unwrap();
+        r
+    }
+
+    fn header(engine: &str, module: &str, payload: &[u8]) -> String {
+        format!(
+            r#"{{"engine":"{engine}","module_sha256":"{module}","payload_sha256":"{}","kind":"plugin"}}"#,
+            sha256_hex(payload)
+        )
+    }
+
+    #[test]
+    fn missing_artifact_is_stale() {
+        let e = load(
+            &super::super::engine().unwrap(),
+            Path::new("/nonexistent/x.cwasm"),
+            "m",
+        );
+        assert_eq!(e.err(), Some(Stale::Missing));
+    }
+
+    #[test]
+    fn garbage_is_corrupt() {
+        assert!(matches!(
+            load_bytes(b"hello", "m").err(),
+            Some(Stale::Corrupt(_))
+        ));
+        assert!(matches!(
+            load_bytes(b"WCNIART1\xff\xff\xff\xff{}", "m").err(),
+            Some(Stale::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn other_engine_or_module_is_stale() {
+        let payload = b"payload";
+        let other_engine = file(&header("old", "m", payload), payload);
+        assert!(matches!(
+            load_bytes(&other_engine, "m").err(),
+            Some(Stale::OtherEngine(_))
+        ));
+        let other_module = file(&header(ENGINE_TAG, "n", payload), payload);
+        assert_eq!(
+            load_bytes(&other_module, "m").err(),
+            Some(Stale::OtherModule)
+        );
+    }
+
+    #[test]
+    fn flipped_payload_byte_is_caught_before_mapping() {
+        let payload = b"payload".to_vec();
+        let mut bytes = file(&header(ENGINE_TAG, "m", &payload), &payload);
+        *bytes.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            load_bytes(&bytes, "m").err(),
+            Some(Stale::Corrupt("payload digest mismatch".into()))
+        );
+    }
+
+    #[test]
+    fn a_payload_wasmtime_rejects_is_stale_not_a_crash() {
+        let payload = b"not native code";
+        let bytes = file(&header(ENGINE_TAG, "m", payload), payload);
+        assert!(matches!(
+            load_bytes(&bytes, "m").err(),
+            Some(Stale::OtherEngine(_))
+        ));
+    }
+
+    #[test]
+    fn artifact_path_replaces_extension() {
+        assert_eq!(
+            artifact_path(Path::new("/opt/cni/bin/loopback.wasm")),
+            Path::new("/opt/cni/bin/loopback.cwasm")
+        );
+    }
+}

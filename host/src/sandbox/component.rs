@@ -1,0 +1,281 @@
+//! Running a WIT plugin component: the host calls the verb export with a typed invocation and
+//! the handles this run grants; the guest answers with a typed result or a typed CNI error.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use cni_types::{CniError, CniResult};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::wasm_cni::plugin::types as wit;
+use super::bindings::Plugin;
+use super::guest::{self, codes, Limiter, Watchdog};
+use crate::caps::{Caps, Netns};
+use crate::cni::{Command, Request};
+use crate::log::Logger;
+use crate::policy::Limits;
+
+struct State {
+    wasi: WasiCtx,
+    wasi_table: ResourceTable,
+    caps: Caps,
+    limiter: Limiter,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.wasi_table,
+        }
+    }
+}
+
+/// Run one verb of a plugin component. `netns` is the container's namespace (none for DEL
+/// when it is gone, and for STATUS and GC). Returns the result for ADD.
+pub fn run_component(
+    engine: &Engine,
+    component: &Component,
+    req: &Request,
+    netns: Option<Arc<Netns>>,
+    caps: Caps,
+    limits: &Limits,
+    logger: &Logger,
+) -> Result<Option<CniResult>, CniError> {
+    let stderr = guest::stderr_pipe(limits);
+    let limiter = Limiter::new(limits);
+    let memory_hit = limiter.hit.clone();
+    let result = call(
+        engine,
+        component,
+        req,
+        netns,
+        caps,
+        limits,
+        limiter,
+        stderr.clone(),
+    );
+    guest::forward_stderr(&stderr, logger);
+    result.map_err(|failure| match failure {
+        Failure::Cni(e) => e,
+        Failure::Trap(e) => guest::trap_error(
+            &logger.plugin,
+            &e,
+            limits,
+            memory_hit.load(Ordering::Relaxed),
+        ),
+    })
+}
+
+/// How a call can fail: the guest's own CNI error, or the sandbox stopping it.
+enum Failure {
+    Cni(CniError),
+    Trap(wasmtime::Error),
+}
+
+impl From<wasmtime::Error> for Failure {
+    fn from(e: wasmtime::Error) -> Failure {
+        Failure::Trap(e)
+    }
+}
+
+impl From<CniError> for Failure {
+    fn from(e: CniError) -> Failure {
+        Failure::Cni(e)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn call(
+    engine: &Engine,
+    component: &Component,
+    req: &Request,
+    netns: Option<Arc<Netns>>,
+    caps: Caps,
+    limits: &Limits,
+    limiter: Limiter,
+    stderr: MemoryOutputPipe,
+) -> Result<Option<CniResult>, Failure> {
+    let mut linker: Linker<State> = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    Plugin::add_to_linker::<State, HasSelf<Caps>>(&mut linker, |s| &mut s.caps)?;
+
+    let wasi = WasiCtxBuilder::new().stderr(stderr).build();
+    let state = State {
+        wasi,
+        wasi_table: ResourceTable::new(),
+        caps,
+        limiter,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(1);
+    let _watchdog = Watchdog::arm(engine, limits.timeout);
+
+    let instance = Plugin::instantiate(&mut store, component, &linker)?;
+    let handler = instance.wasm_cni_plugin_handler();
+    let inv = invocation(req)?;
+    let ns = match netns {
+        Some(ns) => Some(store.data_mut().caps.grant_netns(ns)?),
+        None => None,
+    };
+    let required = |ns: Option<_>| {
+        ns.ok_or_else(|| {
+            CniError::new(
+                cni_types::codes::INTERNAL,
+                "the container netns is required",
+                "",
+            )
+        })
+    };
+    let answer = match req.command {
+        Command::Add => {
+            return match handler.call_add(&mut store, &inv, required(ns)?)? {
+                Ok(result) => Ok(Some(from_wit(result)?)),
+                Err(e) => Err(cni_error(e).into()),
+            }
+        }
+        Command::Check => handler.call_check(&mut store, &inv, required(ns)?)?,
+        Command::Del => handler.call_del(&mut store, &inv, ns)?,
+        Command::Status => handler.call_status(&mut store, &inv)?,
+        Command::Gc => handler.call_gc(&mut store, &inv)?,
+        Command::Version => unreachable!("VERSION is answered by the host"),
+    };
+    answer.map(|()| None).map_err(|e| cni_error(e).into())
+}
+
+fn cni_error(e: wit::CniError) -> CniError {
+    CniError::new(e.code, e.msg, e.details)
+}
+
+fn invocation(req: &Request) -> Result<wit::Invocation, CniError> {
+    let prev_result = req.config.prev_result()?;
+    Ok(wit::Invocation {
+        container_id: req.container_id.clone(),
+        ifname: req.ifname.clone(),
+        args: req.args.clone(),
+        netns_path: req.netns.clone(),
+        config: String::from_utf8_lossy(&req.config_bytes).into_owned(),
+        prev_result: prev_result.as_ref().map(to_wit),
+    })
+}
+
+/// The typed result, host side, into the WIT form.
+pub fn to_wit(r: &CniResult) -> wit::CniResult {
+    wit::CniResult {
+        interfaces: r
+            .interfaces
+            .iter()
+            .map(|i| wit::Iface {
+                name: i.name.clone(),
+                mac: i.mac.clone(),
+                mtu: i.mtu,
+                sandbox: i.sandbox.clone(),
+                socket_path: i.socket_path.clone(),
+                pci_id: i.pci_id.clone(),
+            })
+            .collect(),
+        ips: r
+            .ips
+            .iter()
+            .map(|ip| wit::IpConfig {
+                address: ip.address.to_string(),
+                gateway: ip.gateway.map(|g| g.to_string()),
+                interface: ip.interface,
+            })
+            .collect(),
+        routes: r
+            .routes
+            .iter()
+            .map(|rt| wit::Route {
+                dst: rt.dst.to_string(),
+                gw: rt.gw.map(|g| g.to_string()),
+                mtu: rt.mtu,
+                advmss: rt.advmss,
+                priority: rt.priority,
+                table: rt.table,
+                scope: rt.scope,
+            })
+            .collect(),
+        dns: wit::Dns {
+            nameservers: r.dns.nameservers.clone(),
+            domain: r.dns.domain.clone(),
+            search: r.dns.search.clone(),
+            options: r.dns.options.clone(),
+        },
+    }
+}
+
+/// The guest's WIT result into the typed result, checking every address it contains.
+pub fn from_wit(r: wit::CniResult) -> Result<CniResult, CniError> {
+    fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, CniError> {
+        s.parse().map_err(|_| {
+            CniError::new(
+                codes::BAD_GUEST_OUTPUT,
+                format!("plugin returned an invalid {what}: {s:?}"),
+                "",
+            )
+        })
+    }
+    let opt = |what: &str, s: &Option<String>| s.as_deref().map(|s| parse(what, s)).transpose();
+    let interfaces = r.interfaces.len() as u32;
+    Ok(CniResult {
+        interfaces: r
+            .interfaces
+            .into_iter()
+            .map(|i| cni_types::Interface {
+                name: i.name,
+                mac: i.mac,
+                mtu: i.mtu,
+                sandbox: i.sandbox,
+                socket_path: i.socket_path,
+                pci_id: i.pci_id,
+            })
+            .collect(),
+        ips: r
+            .ips
+            .iter()
+            .map(|ip| {
+                if ip.interface.is_some_and(|i| i >= interfaces) {
+                    return Err(CniError::new(
+                        codes::BAD_GUEST_OUTPUT,
+                        format!(
+                            "plugin returned ip {} for a nonexistent interface",
+                            ip.address
+                        ),
+                        "",
+                    ));
+                }
+                Ok(cni_types::IpConfig {
+                    address: parse("address", &ip.address)?,
+                    gateway: opt("gateway", &ip.gateway)?,
+                    interface: ip.interface,
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        routes: r
+            .routes
+            .iter()
+            .map(|rt| {
+                Ok(cni_types::Route {
+                    dst: parse("route destination", &rt.dst)?,
+                    gw: opt("route gateway", &rt.gw)?,
+                    mtu: rt.mtu,
+                    advmss: rt.advmss,
+                    priority: rt.priority,
+                    table: rt.table,
+                    scope: rt.scope,
+                })
+            })
+            .collect::<Result<_, CniError>>()?,
+        dns: cni_types::Dns {
+            nameservers: r.dns.nameservers,
+            domain: r.dns.domain,
+            search: r.dns.search,
+            options: r.dns.options,
+        },
+    })
+}

@@ -1,0 +1,51 @@
+//! The WebAssembly sandbox: one engine configuration, precompiled artifacts, and the two kinds
+//! of guest a plugin module can be.
+
+pub mod artifact;
+mod command;
+mod component;
+mod guest;
+
+pub use artifact::{Artifact, GuestKind};
+pub use command::run_command;
+pub use component::run_component;
+pub use guest::codes;
+
+use wasmtime::{Config, Engine};
+
+/// Host bindings of `wit/plugin.wit`.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+        with: {
+            "wasm-cni:plugin/network.netns": crate::caps::NetnsRes,
+            "wasm-cni:plugin/network.link": crate::caps::LinkRes,
+        },
+    });
+}
+
+/// The export that marks a WIT plugin component.
+pub const HANDLER_EXPORT: &str = "wasm-cni:plugin/handler@0.1.0";
+/// The export prefix that marks a plain WASI command (`wasi:cli/run@0.2.x`).
+pub const WASI_RUN_EXPORT: &str = "wasi:cli/run@0.2";
+
+/// Names this engine configuration inside artifacts. Bump it whenever [`config`] changes, so
+/// artifacts made under the old configuration are recompiled instead of refused.
+pub const ENGINE_TAG: &str = "wasm-cni/1 wasmtime-48 epoch stack=512KiB";
+
+/// The one engine configuration, shared by the runtime and the install-time compiler: an
+/// artifact only loads into an engine configured like the one that produced it.
+pub fn config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    // Timeouts: a watchdog bumps the epoch at the deadline.
+    config.epoch_interruption(true);
+    // Deep recursion traps instead of exhausting the host's stack.
+    config.max_wasm_stack(512 << 10);
+    config
+}
+
+pub fn engine() -> wasmtime::Result<Engine> {
+    Engine::new(&config())
+}

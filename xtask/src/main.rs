@@ -1,0 +1,367 @@
+//! Build orchestration: `cargo xtask <build|install|demo|test>`.
+//!
+//! Guests (wasm32-wasip2) and the host (native) have different targets and the host is built
+//! twice: `wasm-cni` without a compiler (what runtimes exec) and `wasm-cni-compile` with
+//! Cranelift (install time). Cargo cannot express that in one invocation, so it lives here.
+
+use std::env;
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+const GUEST_TARGET: &str = "wasm32-wasip2";
+const HOST_BINARIES: &[&str] = &["wasm-cni", "wasm-cni-compile"];
+
+const USAGE: &str = "usage: cargo xtask <command>
+  build                   add the wasm32-wasip2 target if missing, build guests and host
+  install --dir DIR [--replace]
+                          install wasm-cni, wasm-cni-compile, one link + .wasm + .cwasm per plugin
+                          (an existing file that is not our link is kept unless --replace)
+  demo                    build, install to a temp dir, run loopback + logger in a throwaway netns
+  test                    every test: fmt, clippy, unit, integration and differential (as root)";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let root = workspace_root();
+    env::set_current_dir(&root)?;
+    match args.first().map(String::as_str) {
+        Some("build") => build(&root).map(|_| ()),
+        Some("install") => {
+            let dir = flag_value(&args, "--dir").context("install needs --dir DIR")?;
+            let built = build(&root)?;
+            install(
+                &built,
+                Path::new(&dir),
+                args.iter().any(|a| a == "--replace"),
+            )
+        }
+        Some("demo") => demo(&root),
+        Some("test") => test(&root),
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2)
+        }
+    }
+}
+
+fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed with {}", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The first-party plugin types: one directory each under `guests/`.
+fn guests(root: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = fs::read_dir(root.join("guests"))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("Cargo.toml").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// What a build produced.
+struct Built {
+    bin_dir: PathBuf,
+    guest_dir: PathBuf,
+    guests: Vec<String>,
+}
+
+fn ensure_guest_target() -> Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if !installed.lines().any(|l| l.trim() == GUEST_TARGET) {
+        run(Command::new("rustup").args(["target", "add", GUEST_TARGET]))?;
+    }
+    Ok(())
+}
+
+fn build(root: &Path) -> Result<Built> {
+    ensure_guest_target()?;
+    let guests = guests(root)?;
+    let mut guest_build = cargo();
+    guest_build.args(["build", "--profile", "guest", "--target", GUEST_TARGET]);
+    for g in &guests {
+        guest_build.args(["-p", g]);
+    }
+    run(&mut guest_build)?;
+    // Two invocations: features unify within one, and the runtime must not link Cranelift.
+    run(cargo().args(["build", "--release", "-p", "wasm-cni", "--bin", "wasm-cni"]))?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "wasm-cni",
+        "--features",
+        "compiler",
+        "--bin",
+        "wasm-cni-compile",
+    ]))?;
+    let target = env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    Ok(Built {
+        bin_dir: target.join("release"),
+        guest_dir: target.join(GUEST_TARGET).join("guest"),
+        guests,
+    })
+}
+
+/// Copy `src` to `dest` atomically: a reader sees the old file or the new one, never a mix.
+fn install_file(src: &Path, dest: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = dest.with_extension(format!("xtask-tmp.{}", std::process::id()));
+    fs::copy(src, &tmp)
+        .with_context(|| format!("copying {} to {}", src.display(), tmp.display()))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+    fs::rename(&tmp, dest).with_context(|| format!("installing {}", dest.display()))?;
+    Ok(())
+}
+
+fn install(built: &Built, dir: &Path, replace: bool) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for bin in HOST_BINARIES {
+        install_file(&built.bin_dir.join(bin), &dir.join(bin), 0o755)?;
+    }
+    for g in &built.guests {
+        let link = dir.join(g);
+        if let Ok(meta) = fs::symlink_metadata(&link) {
+            let ours = meta.file_type().is_symlink()
+                && fs::read_link(&link)?.as_path() == Path::new("wasm-cni");
+            if !ours && !replace {
+                eprintln!(
+                    "keeping {} (not a wasm-cni link; use --replace to take it over)",
+                    link.display()
+                );
+                continue;
+            }
+        }
+        let module = dir.join(format!("{g}.wasm"));
+        install_file(
+            &built
+                .guest_dir
+                .join(format!("{}.wasm", g.replace('-', "_"))),
+            &module,
+            0o644,
+        )
+        .or_else(|_| install_file(&built.guest_dir.join(format!("{g}.wasm")), &module, 0o644))?;
+        run(Command::new(dir.join("wasm-cni-compile"))
+            .arg(&module)
+            .stdout(Stdio::null()))?;
+        let tmp = dir.join(format!(".{g}.link.{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        symlink("wasm-cni", &tmp)?;
+        fs::rename(&tmp, &link)?;
+    }
+    eprintln!(
+        "installed wasm-cni and {} plugin(s) into {}",
+        built.guests.len(),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Result<TempDir> {
+        let dir = env::temp_dir().join(format!("wasm-cni-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A throwaway network namespace, deleted on drop (also when the demo fails).
+struct Netns(String);
+
+impl Netns {
+    fn new(name: String) -> Result<Netns> {
+        run(Command::new("ip").args(["netns", "add", &name]))?;
+        Ok(Netns(name))
+    }
+
+    fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.0)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn require_root(what: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{what} needs root (network namespaces and netlink)");
+    }
+    Ok(())
+}
+
+/// Exec an installed plugin as a runtime would: CNI env, config on stdin, result on stdout.
+fn cni(dir: &Path, plugin: &str, env: &[(&str, &str)], config: &str) -> Result<String> {
+    use std::io::Write;
+    let mut child = Command::new(dir.join(plugin))
+        .env_clear()
+        .envs(env.iter().copied())
+        .env("CNI_PATH", dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(config.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!("{plugin} failed: {stdout}");
+    }
+    Ok(stdout)
+}
+
+fn demo(root: &Path) -> Result<()> {
+    require_root("the demo")?;
+    let built = build(root)?;
+    let dir = TempDir::new("demo")?;
+    install(&built, &dir.0, false)?;
+    let ns = Netns::new(format!("wcni-demo-{}", std::process::id()))?;
+    let netns = ns.path();
+    let net =
+        r#"{"cniVersion":"1.1.0","name":"demo","plugins":[{"type":"loopback"},{"type":"logger"}]}"#;
+    println!("\n== network list: {net}");
+    let common = |cmd: &'static str| {
+        vec![
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", "demo-container"),
+            ("CNI_IFNAME", "eth0"),
+        ]
+    };
+    let mut env_add = common("ADD");
+    env_add.push(("CNI_NETNS", &netns));
+    // libcni's chaining: each plugin gets the previous plugin's result as prevResult.
+    let lo = cni(
+        &dir.0,
+        "loopback",
+        &env_add,
+        r#"{"cniVersion":"1.1.0","name":"demo","type":"loopback"}"#,
+    )?;
+    println!("\n== loopback ADD result:\n{lo}");
+    let logger_conf = format!(
+        r#"{{"cniVersion":"1.1.0","name":"demo","type":"logger","prevResult":{}}}"#,
+        lo.trim()
+    );
+    let chained = cni(&dir.0, "logger", &env_add, &logger_conf)?;
+    println!("\n== logger ADD result (prevResult passed through):\n{chained}");
+    println!("\n== ip addr inside {netns}:");
+    run(Command::new("ip").args(["-n", &ns.0, "addr", "show"]))?;
+    let mut env_del = common("DEL");
+    env_del.push(("CNI_NETNS", &netns));
+    let final_conf = |t: &str| {
+        format!(
+            r#"{{"cniVersion":"1.1.0","name":"demo","type":"{t}","prevResult":{}}}"#,
+            chained.trim()
+        )
+    };
+    cni(&dir.0, "logger", &env_del, &final_conf("logger"))?;
+    cni(&dir.0, "loopback", &env_del, &final_conf("loopback"))?;
+    println!("\n== after DEL (lo is down again):");
+    run(Command::new("ip").args(["-n", &ns.0, "link", "show", "lo"]))?;
+    println!(
+        "\ndemo done: namespace {} and {} are removed now",
+        ns.0,
+        dir.0.display()
+    );
+    Ok(())
+}
+
+fn ensure_reference_plugins() -> Result<()> {
+    if Path::new("/usr/lib/cni/loopback").exists() {
+        return Ok(());
+    }
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "containernetworking-plugins"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn test(root: &Path) -> Result<()> {
+    require_root("the integration tests")?;
+    ensure_reference_plugins()?;
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // Unit tests (pure logic), host-only crates, release profile to share the build's deps.
+    run(cargo().args([
+        "test",
+        "--release",
+        "-p",
+        "wasm-cni-types",
+        "-p",
+        "wasm-cni",
+        "-p",
+        "wasm-cni-sdk",
+        "-p",
+        "xtask",
+    ]))?;
+    let built = build(root)?;
+    let dir = TempDir::new("test")?;
+    install(&built, &dir.0, false)?;
+    // Integration and differential tests: the installed links, exec'd as a runtime does.
+    run(cargo()
+        .args(["test", "--release", "-p", "wasm-cni-tests"])
+        .env("WASM_CNI_BIN_DIR", &dir.0)
+        .env("WASM_CNI_GUEST_DIR", &built.guest_dir))?;
+    eprintln!("all tests passed");
+    Ok(())
+}
