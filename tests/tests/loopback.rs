@@ -9,22 +9,41 @@ fn normalized(v: Value, ns: &Netns) -> Value {
     serde_json::from_str(&v.to_string().replace(&ns.path(), "NETNS")).unwrap()
 }
 
-/// The spec (0.3.x, 0.4.0) requires `"version": "4"|"6"` on every ip; the reference loopback
-/// prints its 1.0-shaped result without it. We follow the spec: check the field, then drop it
-/// so the rest can be compared.
-fn without_ip_versions(mut v: Value, version: Option<&str>) -> Value {
-    if matches!(version, Some("0.3.0" | "0.3.1" | "0.4.0")) {
-        for ip in v["ips"].as_array_mut().unwrap() {
-            let want = if ip["address"].as_str().unwrap().contains(':') {
-                "6"
-            } else {
-                "4"
-            };
-            assert_eq!(ip["version"], want, "{ip}");
-            ip.as_object_mut().unwrap().remove("version");
+/// Where the reference breaks the spec, bring its output to the spec's shape so the rest can
+/// be compared with ours (which must have the spec's shape):
+/// - 0.3.x/0.4.0 require `"version": "4"|"6"` on every ip; the reference loopback prints its
+///   1.0-shaped result without it.
+/// - 0.1.0/0.2.0 results are `ip4`/`ip6` objects without interfaces; the reference loopback
+///   prints a 1.0-shaped result when 0.1.0/0.2.0 is explicit (and converts correctly only when
+///   cniVersion is absent).
+fn reference_as_spec(mut reference: Value, version: Option<&str>) -> Value {
+    let family = |ip: &Value| {
+        if ip["address"].as_str().unwrap().contains(':') {
+            "6"
+        } else {
+            "4"
         }
+    };
+    match version {
+        Some("0.3.0" | "0.3.1" | "0.4.0") => {
+            for ip in reference["ips"].as_array_mut().unwrap() {
+                ip["version"] = family(ip).into();
+            }
+            reference
+        }
+        Some("0.1.0" | "0.2.0") => {
+            let mut spec = serde_json::json!({"cniVersion": reference["cniVersion"]});
+            for ip in reference["ips"].as_array().unwrap() {
+                let key = format!("ip{}", family(ip));
+                if spec.get(&key).is_none() {
+                    spec[key] = serde_json::json!({"ip": ip["address"]});
+                }
+            }
+            spec["dns"] = reference["dns"].clone();
+            spec
+        }
+        _ => reference,
     }
-    v
 }
 
 #[test]
@@ -38,10 +57,10 @@ fn add_matches_the_reference_in_every_shared_version() {
         let reference = Cni::new("ADD", &ref_ns.path())
             .reference("loopback", &config)
             .ok_json();
-        let ours = without_ip_versions(normalized(ours, &ours_ns), version);
+        let reference = reference_as_spec(normalized(reference, &ref_ns), version);
         assert_eq!(
-            ours,
-            normalized(reference, &ref_ns),
+            normalized(ours, &ours_ns),
+            reference,
             "cniVersion {version:?}"
         );
         let state = ours_ns.link_state("lo");
@@ -136,13 +155,22 @@ fn check_passes_after_add_and_fails_when_lo_is_down() {
     assert_eq!(ours.1, "loopback interface is down");
 }
 
+/// A spec-valid prevResult comes back unchanged from both. (Given a 0.4.0 prevResult whose
+/// ips lack `version`, the reference echoes `"version": ""`, which the spec does not allow;
+/// ours fills in the family.)
 #[test]
 fn prev_result_is_passed_through_like_the_reference() {
-    let prev = r#"{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","mac":"0a:58:0a:00:00:05","sandbox":"/x"}],
-        "ips":[{"address":"10.0.0.5/24","gateway":"10.0.0.1","interface":0}],
-        "routes":[{"dst":"0.0.0.0/0","gw":"10.0.0.1"}],"dns":{"nameservers":["10.0.0.53"]}}"#;
     for version in ["0.4.0", "1.0.0"] {
-        let prev = prev.replace("\"1.0.0\"", &format!("\"{version}\""));
+        let ip_version = if version == "0.4.0" {
+            r#""version":"4","#
+        } else {
+            ""
+        };
+        let prev = format!(
+            r#"{{"cniVersion":"{version}","interfaces":[{{"name":"eth0","mac":"0a:58:0a:00:00:05","sandbox":"/x"}}],
+            "ips":[{{{ip_version}"address":"10.0.0.5/24","gateway":"10.0.0.1","interface":0}}],
+            "routes":[{{"dst":"0.0.0.0/0","gw":"10.0.0.1"}}],"dns":{{"nameservers":["10.0.0.53"]}}}}"#
+        );
         let config = format!(
             r#"{{"cniVersion":"{version}","name":"testnet","type":"loopback","prevResult":{prev}}}"#
         );

@@ -77,7 +77,7 @@ pub enum Parsed {
     About,
     /// VERSION: answered by the host alone.
     Version,
-    Request(Request),
+    Request(Box<Request>),
 }
 
 /// The environment variables, in the order Go's skel reads them, and the verbs each is
@@ -147,7 +147,7 @@ pub fn parse(
     let version = config.version().to_string();
     check_version(command, &version)?;
 
-    Ok(Parsed::Request(Request {
+    Ok(Parsed::Request(Box::new(Request {
         command,
         container_id,
         netns: get("CNI_NETNS"),
@@ -157,7 +157,7 @@ pub fn parse(
         config_bytes,
         config,
         version,
-    }))
+    })))
 }
 
 fn read_config(stdin: &mut impl Read) -> Result<Vec<u8>, CniError> {
@@ -244,7 +244,7 @@ mod tests {
 
     fn request(r: Result<Parsed, CniError>) -> Request {
         match r {
-            Ok(Parsed::Request(req)) => req,
+            Ok(Parsed::Request(req)) => *req,
             other => panic!("expected a request, got {other:?}"),
         }
     }
