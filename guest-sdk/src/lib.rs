@@ -20,12 +20,16 @@
 //! handles the host gave it ([`Netns`], [`Link`]); every operation is checked by the host.
 
 mod context;
+pub mod firewall;
+pub mod ipam;
 pub mod log;
 mod net;
 
 pub use cni_types::{self, codes, CniError, CniResult, Dns, Interface, IpConfig, NetConf, Route};
 pub use context::Context;
-pub use net::{host_netns, Link, LinkInfo, NetError, NetErrorKind, Netns};
+pub use net::{
+    host_netns, DeviceSelector, Link, LinkInfo, NetError, NetErrorKind, Netns, RouteInfo, RouteSpec,
+};
 
 /// A CNI plugin. `status` and `gc` default to "ready" and "nothing to collect".
 pub trait Plugin {
@@ -42,9 +46,25 @@ pub trait Plugin {
     }
 }
 
-/// Export a [`Plugin`] implementation as this component's CNI handler.
+/// Export a [`Plugin`] implementation as this component's CNI handler, optionally declaring
+/// the capabilities it needs beyond the container's netns (`"host-netns"`, `"ipam"`,
+/// `"ip-store"`, `"firewall"`). The host reads the declaration at install time; a call to a
+/// capability that was not declared (or that policy does not grant) is denied.
+///
+/// ```ignore
+/// wasm_cni_sdk::export_plugin!(Bridge, capabilities = ["host-netns", "ipam", "firewall"]);
+/// ```
 #[macro_export]
 macro_rules! export_plugin {
+    ($plugin:ty, capabilities = [$($cap:literal),* $(,)?]) => {
+        $crate::export_plugin!($plugin);
+        const _: () = {
+            const CAPS: &str = concat!($($cap, ","),*);
+            #[used]
+            #[link_section = "wasm-cni:capabilities"]
+            static DECLARED: [u8; CAPS.len()] = $crate::__private::bytes(CAPS);
+        };
+    };
     ($plugin:ty) => {
         const _: () = {
             struct WasmCniExport;
@@ -102,6 +122,18 @@ pub mod __private {
     };
 
     use crate::context::{from_wit, to_wit};
+
+    /// A string's bytes as an array (for the capabilities custom section).
+    pub const fn bytes<const N: usize>(s: &str) -> [u8; N] {
+        let b = s.as_bytes();
+        let mut out = [0u8; N];
+        let mut i = 0;
+        while i < N {
+            out[i] = b[i];
+            i += 1;
+        }
+        out
+    }
     use crate::{CniError, Context, Netns, Plugin};
 
     fn wit_error(e: CniError) -> WitError {

@@ -5,8 +5,11 @@ use std::fmt;
 use crate::__private::bindings::wasm_cni::plugin::network as wit;
 use crate::{codes, CniError};
 
+pub use wit::DeviceSelector;
 pub use wit::ErrorKind as NetErrorKind;
 pub use wit::LinkInfo;
+pub use wit::RouteInfo;
+pub use wit::RouteSpec;
 
 /// A failed network operation, as the host reported it.
 #[derive(Clone, Debug)]
@@ -74,6 +77,52 @@ impl Netns {
     pub fn links(&self) -> Result<Vec<LinkInfo>, NetError> {
         Ok(self.0.links()?)
     }
+
+    pub fn link_by_index(&self, index: u32) -> Result<Option<Link>, NetError> {
+        Ok(self.0.link_by_index(index)?.map(Link))
+    }
+
+    /// Find a device by name, MAC, sysfs path or PCI address.
+    pub fn find_device(&self, selector: &DeviceSelector) -> Result<Option<Link>, NetError> {
+        Ok(self.0.find_device(selector)?.map(Link))
+    }
+
+    /// Create a veth pair: `name` here and `peer_name` in `peer_ns`; returns (here, peer).
+    pub fn create_veth(
+        &self,
+        name: &str,
+        peer_name: &str,
+        peer_ns: &Netns,
+        mtu: Option<u32>,
+        mac: Option<&str>,
+    ) -> Result<(Link, Link), NetError> {
+        let (a, b) = self.0.create_veth(name, peer_name, &peer_ns.0, mtu, mac)?;
+        Ok((Link(a), Link(b)))
+    }
+
+    /// Create a bridge; [`NetErrorKind::Exists`] when a link of that name exists.
+    pub fn create_bridge(
+        &self,
+        name: &str,
+        mtu: Option<u32>,
+        vlan_filtering: bool,
+    ) -> Result<Link, NetError> {
+        Ok(Link(self.0.create_bridge(name, mtu, vlan_filtering)?))
+    }
+
+    /// Routes of the main table.
+    pub fn routes(&self, ipv6: bool) -> Result<Vec<RouteInfo>, NetError> {
+        Ok(self.0.routes(ipv6)?)
+    }
+
+    /// A sysctl under `net.` in this namespace (`net.ipv4.ip_forward`, or with slashes).
+    pub fn sysctl(&self, key: &str) -> Result<String, NetError> {
+        Ok(self.0.sysctl_get(key)?)
+    }
+
+    pub fn set_sysctl(&self, key: &str, value: &str) -> Result<(), NetError> {
+        Ok(self.0.sysctl_set(key, value)?)
+    }
 }
 
 /// The host's network namespace, when the operator's policy grants it.
@@ -95,6 +144,80 @@ impl Link {
 
     pub fn set_down(&self) -> Result<(), NetError> {
         Ok(self.0.set_up(false)?)
+    }
+
+    pub fn add_address(&self, address: &ipnet::IpNet) -> Result<(), NetError> {
+        Ok(self.0.address_add(&address.to_string())?)
+    }
+
+    pub fn del_address(&self, address: &ipnet::IpNet) -> Result<(), NetError> {
+        Ok(self.0.address_del(&address.to_string())?)
+    }
+
+    pub fn add_route(&self, route: &RouteSpec) -> Result<(), NetError> {
+        Ok(self.0.route_add(route)?)
+    }
+
+    pub fn del_route(&self, route: &RouteSpec) -> Result<(), NetError> {
+        Ok(self.0.route_del(route)?)
+    }
+
+    /// Enslave to `master` (a bridge), or release with `None`.
+    pub fn set_master(&self, master: Option<&Link>) -> Result<(), NetError> {
+        Ok(self.0.set_master(master.map(|m| &m.0))?)
+    }
+
+    pub fn set_mtu(&self, mtu: u32) -> Result<(), NetError> {
+        Ok(self.0.set_mtu(mtu)?)
+    }
+
+    pub fn set_mac(&self, mac: &str) -> Result<(), NetError> {
+        Ok(self.0.set_mac(mac)?)
+    }
+
+    pub fn set_promisc(&self, on: bool) -> Result<(), NetError> {
+        Ok(self.0.set_promisc(on)?)
+    }
+
+    pub fn set_alias(&self, alias: &str) -> Result<(), NetError> {
+        Ok(self.0.set_alias(alias)?)
+    }
+
+    /// Rename the link (it must be down).
+    pub fn rename(&self, name: &str) -> Result<(), NetError> {
+        Ok(self.0.rename(name)?)
+    }
+
+    /// Move into `ns` (renamed to `new_name` there when given), atomically; the handle follows.
+    pub fn move_to(&self, ns: &Netns, new_name: Option<&str>) -> Result<(), NetError> {
+        Ok(self.0.move_to(&ns.0, new_name)?)
+    }
+
+    pub fn delete(&self) -> Result<(), NetError> {
+        Ok(self.0.delete()?)
+    }
+
+    /// Bridge port flags (the link must be enslaved to a bridge).
+    pub fn set_bridge_port(
+        &self,
+        hairpin: Option<bool>,
+        isolated: Option<bool>,
+    ) -> Result<(), NetError> {
+        Ok(self.0.set_bridge_port(hairpin, isolated)?)
+    }
+
+    pub fn add_bridge_vlan(
+        &self,
+        vid: u16,
+        pvid: bool,
+        untagged: bool,
+        on_bridge: bool,
+    ) -> Result<(), NetError> {
+        Ok(self.0.bridge_vlan_add(vid, pvid, untagged, on_bridge)?)
+    }
+
+    pub fn del_bridge_vlan(&self, vid: u16, on_bridge: bool) -> Result<(), NetError> {
+        Ok(self.0.bridge_vlan_del(vid, on_bridge)?)
     }
 
     /// The link's addresses (IPv4 first), with their prefix lengths.

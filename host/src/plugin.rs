@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cni_types::{codes, CniError};
+use cni_types::{codes, CniError, CniResult};
 use wasmtime::Engine;
 
 use crate::caps::netns::{Netns, OpenError};
@@ -76,15 +76,15 @@ pub fn exec(
             return Output::success(String::new());
         }
         Ok(Parsed::Version) => return Output::success(cni_types::version_info_json()),
-        Ok(Parsed::Request(req)) => req,
+        Ok(Parsed::Request(req)) => *req,
         // Before a config is read there is no version to answer in: use the newest.
         Err(e) => return Output::error(&e, cni_types::CURRENT_VERSION),
     };
     let logger = Logger::new(&plugin.name, &req.container_id);
     let started = Instant::now();
-    let outcome = run(plugin, &req, &logger);
+    let (verb, version) = (req.command.as_str(), req.version.clone());
+    let outcome = run(plugin, req, &logger);
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let verb = req.command.as_str();
     match outcome {
         Ok(stdout) => {
             logger.log(
@@ -110,7 +110,7 @@ pub fn exec(
                     ("error", e.msg.clone().into()),
                 ],
             );
-            Output::error(&e, &req.version)
+            Output::error(&e, &version)
         }
     }
 }
@@ -119,37 +119,67 @@ fn ms(v: f64) -> serde_json::Value {
     serde_json::json!((v * 1000.0).round() / 1000.0)
 }
 
-fn run(plugin: &Plugin, req: &Request, logger: &Logger) -> Result<String, CniError> {
+fn run(plugin: &Plugin, req: Request, logger: &Logger) -> Result<String, CniError> {
     let engine = sandbox::engine().map_err(|e| internal(format!("creating the engine: {e:#}")))?;
-    let artifact = load(&engine, plugin, logger)?;
+    let version = req.version.clone();
+    Ok(match run_request(&engine, plugin, Arc::new(req), logger)? {
+        Answer::Typed(result) => result.to_json(&version)?.to_string(),
+        Answer::Text(text) => text,
+        Answer::Nothing => String::new(),
+    })
+}
+
+/// What a guest answered.
+pub enum Answer {
+    /// A plugin component's result (ADD).
+    Typed(CniResult),
+    /// A WASI command's result as it printed it (ADD), already checked.
+    Text(String),
+    /// Every other verb.
+    Nothing,
+}
+
+/// Run `plugin` for a validated request: the whole exec after the protocol checks, and also
+/// how a wasm IPAM plugin runs in-process for its delegating plugin.
+pub fn run_request(
+    engine: &Engine,
+    plugin: &Plugin,
+    req: Arc<Request>,
+    logger: &Logger,
+) -> Result<Answer, CniError> {
+    let artifact = load(engine, plugin, logger)?;
     let limits = Limits::default();
     match artifact.kind {
         GuestKind::Command => {
-            let out = sandbox::run_command(&engine, &artifact.component, req, &limits, logger)?;
-            Ok(out.unwrap_or_default())
+            let out = sandbox::run_command(engine, &artifact.component, &req, &limits, logger)?;
+            Ok(out.map(Answer::Text).unwrap_or(Answer::Nothing))
         }
         GuestKind::Plugin => {
+            let grants = Grants::declared(&artifact.capabilities).map_err(|e| {
+                CniError::new(
+                    sandbox::codes::MODULE_UNAVAILABLE,
+                    format!("plugin {}: {e}", plugin.name),
+                    "",
+                )
+            })?;
             let rt = Arc::new(
                 tokio::runtime::Builder::new_current_thread()
                     .enable_io()
                     .build()
                     .map_err(|e| internal(format!("starting the netlink runtime: {e}")))?,
             );
-            let netns = open_netns(req, &rt)?;
-            let caps = Caps::new(rt, Grants::default(), logger.clone());
+            let netns = open_netns(&req, &rt)?;
+            let caps = Caps::new(rt, engine.clone(), req.clone(), grants, logger.clone());
             let result = sandbox::run_component(
-                &engine,
+                engine,
                 &artifact.component,
-                req,
+                &req,
                 netns,
                 caps,
                 &limits,
                 logger,
             )?;
-            match result {
-                Some(result) => Ok(result.to_json(&req.version)?.to_string()),
-                None => Ok(String::new()),
-            }
+            Ok(result.map(Answer::Typed).unwrap_or(Answer::Nothing))
         }
     }
 }

@@ -95,6 +95,9 @@ pub fn exec_args(program: &Path, args: &[&str], env: &[(&str, &str)], stdin: &[u
 #[derive(Clone, Debug)]
 pub struct Cni {
     pub vars: Vec<(String, String)>,
+    /// Run the plugin inside this namespace (`ip netns exec`), which is then the plugin's
+    /// "host" namespace: tests of bridge and host-device never touch the real host's network.
+    pub host_netns: Option<String>,
 }
 
 impl Cni {
@@ -107,7 +110,16 @@ impl Cni {
         if !netns.is_empty() {
             vars.push(("CNI_NETNS".to_string(), netns.to_string()));
         }
-        Cni { vars }
+        Cni {
+            vars,
+            host_netns: None,
+        }
+    }
+
+    /// Run the plugin with `ns` as its host namespace.
+    pub fn with_host(mut self, ns: &Netns) -> Cni {
+        self.host_netns = Some(ns.name.clone());
+        self
     }
 
     pub fn set(mut self, k: &str, v: &str) -> Cni {
@@ -136,7 +148,19 @@ impl Cni {
         if !env.iter().any(|(k, _)| *k == "CNI_PATH") {
             env.push(("CNI_PATH", &path));
         }
-        exec(&dir.join(name), &env, stdin)
+        let program = dir.join(name);
+        match &self.host_netns {
+            None => exec(&program, &env, stdin),
+            Some(host) => {
+                let program = program.display().to_string();
+                exec_args(
+                    &ip_binary(),
+                    &["netns", "exec", host, &program],
+                    &env,
+                    stdin,
+                )
+            }
+        }
     }
 
     /// Ours: the installed link.
@@ -148,6 +172,15 @@ impl Cni {
     pub fn reference(&self, name: &str, stdin: &str) -> Exec {
         self.run_in(Path::new(REFERENCE_DIR), name, stdin)
     }
+}
+
+/// The absolute path of `ip` (execs run with an empty environment, so no PATH lookup there).
+pub fn ip_binary() -> PathBuf {
+    ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("iproute2's ip is installed")
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -264,6 +297,22 @@ impl ScratchInstall {
             }
         }
         ScratchInstall { dir }
+    }
+}
+
+impl ScratchInstall {
+    /// Install a built guest (e.g. a test-only one) here: module, artifact and link.
+    pub fn add_guest(&self, name: &str) {
+        let module = self.dir.join(format!("{name}.wasm"));
+        std::fs::copy(guest_dir().join(format!("{name}.wasm")), &module)
+            .expect("copying the guest");
+        let st = Command::new(self.dir.join("wasm-cni-compile"))
+            .arg(&module)
+            .stdout(Stdio::null())
+            .status()
+            .expect("running wasm-cni-compile");
+        assert!(st.success(), "compiling {name}");
+        std::os::unix::fs::symlink("wasm-cni", self.dir.join(name)).expect("linking the guest");
     }
 }
 

@@ -14,6 +14,8 @@ use anyhow::{bail, Context, Result};
 
 const GUEST_TARGET: &str = "wasm32-wasip2";
 const HOST_BINARIES: &[&str] = &["wasm-cni", "wasm-cni-compile"];
+/// Guests built for the tests only, never installed.
+const TEST_GUESTS: &[&str] = &["hostile"];
 
 const USAGE: &str = "usage: cargo xtask <command>
   build                   add the wasm32-wasip2 target if missing, build guests and host
@@ -115,7 +117,11 @@ fn build(root: &Path) -> Result<Built> {
     let guests = guests(root)?;
     let mut guest_build = cargo();
     guest_build.args(["build", "--profile", "guest", "--target", GUEST_TARGET]);
-    for g in &guests {
+    for g in guests
+        .iter()
+        .map(String::as_str)
+        .chain(TEST_GUESTS.iter().copied())
+    {
         guest_build.args(["-p", g]);
     }
     run(&mut guest_build)?;

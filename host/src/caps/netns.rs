@@ -71,6 +71,11 @@ impl Netns {
         &self.path
     }
 
+    /// The namespace file (for `setns` and IFLA_NET_NS_FD).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     pub fn handle(&self) -> &rtnetlink::Handle {
         &self.handle
     }

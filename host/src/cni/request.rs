@@ -55,13 +55,15 @@ impl Command {
 }
 
 /// A validated request for a verb that needs a plugin.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Request {
     pub command: Command,
     pub container_id: String,
     pub netns: String,
     pub ifname: String,
     pub args: Vec<(String, String)>,
+    /// CNI_ARGS as given (passed on unchanged to delegated plugins).
+    pub cni_args: String,
     pub path: String,
     /// The config exactly as received.
     pub config_bytes: Vec<u8>,
@@ -153,6 +155,7 @@ pub fn parse(
         netns: get("CNI_NETNS"),
         ifname,
         args: cni_types::args::parse_cni_args(&get("CNI_ARGS"))?,
+        cni_args: get("CNI_ARGS"),
         path: get("CNI_PATH"),
         config_bytes,
         config,

@@ -6,8 +6,12 @@
 //!
 //! ```text
 //! b"WCNIART1" | u32 LE header length | header JSON | payload (wasmtime's serialized component)
-//! header = {"engine": ENGINE_TAG, "module_sha256": "...", "payload_sha256": "...", "kind": "plugin"|"command"}
+//! header = {"engine": ENGINE_TAG, "module_sha256": "...", "payload_sha256": "...",
+//!           "kind": "plugin"|"command", "capabilities": ["host-netns", ...]}
 //! ```
+//!
+//! `capabilities` are what the module declares in its `wasm-cni:capabilities` custom section
+//! (the SDK's `export_plugin!` writes it), read once at compile time.
 //!
 //! The whole file is read into memory, the digests are checked and only then is the payload
 //! handed to wasmtime, so what is verified is exactly what is mapped.
@@ -41,11 +45,18 @@ struct Header {
     module_sha256: String,
     payload_sha256: String,
     kind: GuestKind,
+    #[serde(default)]
+    capabilities: Vec<String>,
 }
+
+/// The custom section in which a module declares the capabilities it needs (comma-separated).
+pub const CAPABILITIES_SECTION: &str = "wasm-cni:capabilities";
 
 /// A verified, loaded artifact.
 pub struct Artifact {
     pub kind: GuestKind,
+    /// The capabilities the module declares.
+    pub capabilities: Vec<String>,
     pub component: Component,
 }
 
@@ -104,6 +115,7 @@ pub fn load(engine: &Engine, path: &Path, module_sha256: &str) -> Result<Artifac
         .map_err(|e| Stale::OtherEngine(format!("{e:#}")))?;
     Ok(Artifact {
         kind: header.kind,
+        capabilities: header.capabilities,
         component,
     })
 }
@@ -158,6 +170,7 @@ pub fn compile(engine: &Engine, module: &[u8]) -> wasmtime::Result<Vec<u8>> {
         module_sha256: sha256_hex(module),
         payload_sha256: sha256_hex(&payload),
         kind: kind_of(engine, &component)?,
+        capabilities: declared_capabilities(module)?,
     };
     let header = serde_json::to_vec(&header)?;
     let mut out = Vec::with_capacity(MAGIC.len() + 4 + header.len() + payload.len());
@@ -166,6 +179,29 @@ pub fn compile(engine: &Engine, module: &[u8]) -> wasmtime::Result<Vec<u8>> {
     out.extend_from_slice(&header);
     out.extend_from_slice(&payload);
     Ok(out)
+}
+
+/// The capabilities declared in the module's custom section (nested core modules included).
+#[cfg(feature = "compiler")]
+pub fn declared_capabilities(module: &[u8]) -> wasmtime::Result<Vec<String>> {
+    let mut caps = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(module) {
+        if let wasmparser::Payload::CustomSection(section) = payload? {
+            if section.name() == CAPABILITIES_SECTION {
+                let text = std::str::from_utf8(section.data())
+                    .map_err(|_| wasmtime::format_err!("{CAPABILITIES_SECTION} is not UTF-8"))?;
+                caps.extend(
+                    text.split(',')
+                        .map(str::trim)
+                        .filter(|c| !c.is_empty())
+                        .map(String::from),
+                );
+            }
+        }
+    }
+    caps.sort();
+    caps.dedup();
+    Ok(caps)
 }
 
 /// A component's preamble: `\0asm`, then version 0x0d and layer 1 (core modules have layer 0).

@@ -124,18 +124,12 @@ fn run(
 ) -> wasmtime::Result<i32> {
     let mut linker: Linker<State> = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    let args = req
-        .args
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(";");
     let wasi = WasiCtxBuilder::new()
         .env("CNI_COMMAND", req.command.as_str())
         .env("CNI_CONTAINERID", &req.container_id)
         .env("CNI_NETNS", &req.netns)
         .env("CNI_IFNAME", &req.ifname)
-        .env("CNI_ARGS", args)
+        .env("CNI_ARGS", &req.cni_args)
         .env("CNI_PATH", &req.path)
         .stdin(MemoryInputPipe::new(req.config_bytes.clone()))
         .stdout(stdout)

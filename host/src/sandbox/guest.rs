@@ -98,7 +98,8 @@ pub fn forward_stderr(pipe: &MemoryOutputPipe, logger: &Logger) {
     }
 }
 
-/// The CNI error for a guest that did not return normally.
+/// The CNI error for a guest that did not return normally. The message names the cause; the
+/// details carry the trap and the start of its wasm backtrace.
 pub fn trap_error(
     plugin: &str,
     err: &wasmtime::Error,
@@ -113,12 +114,18 @@ pub fn trap_error(
         Some(Trap::StackOverflow) => {
             format!("plugin {plugin} exhausted its stack (too deep recursion)")
         }
+        // A Rust guest's own stack lives in linear memory: running off it lands here.
+        Some(Trap::MemoryOutOfBounds) => format!(
+            "plugin {plugin} accessed memory out of bounds (it exhausted its stack, or has a bug)"
+        ),
         Some(Trap::OutOfFuel) => format!("plugin {plugin} exceeded its instruction budget"),
         _ if memory_hit => format!(
             "plugin {plugin} exceeded its memory limit of {} MiB",
             limits.memory_bytes >> 20
         ),
-        _ => format!("plugin {plugin} failed in the sandbox"),
+        Some(trap) => format!("plugin {plugin} trapped: {trap}"),
+        None => format!("plugin {plugin} failed in the sandbox: {err}"),
     };
-    CniError::new(codes::SANDBOX_FAILURE, msg, format!("{err:?}"))
+    let details: String = format!("{err:?}").chars().take(2048).collect();
+    CniError::new(codes::SANDBOX_FAILURE, msg, details)
 }

@@ -3,7 +3,7 @@
 
 pub mod artifact;
 mod command;
-mod component;
+pub mod component;
 mod guest;
 
 pub use artifact::{Artifact, GuestKind};
@@ -21,6 +21,7 @@ pub mod bindings {
         with: {
             "wasm-cni:plugin/network.netns": crate::caps::NetnsRes,
             "wasm-cni:plugin/network.link": crate::caps::LinkRes,
+            "wasm-cni:plugin/ip-store.store": crate::caps::StoreRes,
         },
     });
 }

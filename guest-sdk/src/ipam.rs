@@ -1,0 +1,36 @@
+//! Delegating to the IPAM plugin named by the config (`ipam.type`), as the CNI spec describes.
+//! The host runs a wasm-cni IPAM plugin in-process in its own sandbox and execs anything else.
+
+use crate::__private::bindings::wasm_cni::plugin::ipam::{delegate, Verb};
+use crate::context::from_wit;
+use crate::{CniError, CniResult};
+
+fn error(e: crate::__private::WitError) -> CniError {
+    CniError::new(e.code, e.msg, e.details)
+}
+
+/// IPAM ADD: the addresses (and routes, dns) for this container.
+pub fn add(plugin_type: &str, config: &str) -> Result<CniResult, CniError> {
+    match delegate(plugin_type, Verb::Add, config).map_err(error)? {
+        Some(result) => from_wit(result),
+        None => Err(CniError::new(
+            cni_types::codes::INTERNAL,
+            format!("IPAM plugin {plugin_type} returned no result"),
+            "",
+        )),
+    }
+}
+
+/// IPAM DEL: release what ADD allocated (succeeds when there is nothing).
+pub fn del(plugin_type: &str, config: &str) -> Result<(), CniError> {
+    delegate(plugin_type, Verb::Del, config)
+        .map(|_| ())
+        .map_err(error)
+}
+
+/// IPAM CHECK.
+pub fn check(plugin_type: &str, config: &str) -> Result<(), CniError> {
+    delegate(plugin_type, Verb::Check, config)
+        .map(|_| ())
+        .map_err(error)
+}

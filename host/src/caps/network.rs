@@ -1,0 +1,931 @@
+//! The `network` interface: namespaces and links, over netlink, plus namespaced sysctls.
+//!
+//! A handle only reaches what it names: a link handle is (namespace, index), a namespace
+//! handle is one the host opened. Every change is written to the audit log.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    self as nl_link, BridgeVlanInfoFlags, InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkMessage,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteScope,
+};
+use netlink_packet_route::AddressFamily;
+use rtnetlink::{
+    LinkBridge, LinkBridgePort, LinkBridgeVlan, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
+};
+use wasmtime::component::Resource;
+
+use super::{Caps, Netns};
+use crate::policy::Capability;
+use crate::sandbox::bindings::wasm_cni::plugin::network::{
+    self, DeviceSelector, ErrorKind, LinkInfo, NetError, RouteInfo, RouteSpec,
+};
+
+/// The guest's view of a namespace.
+pub struct NetnsRes(pub Arc<Netns>);
+
+/// The guest's view of a link: its namespace and index (both follow a `move-to`).
+pub struct LinkRes {
+    ns: Arc<Netns>,
+    index: u32,
+}
+
+type NetResult<T> = Result<T, NetError>;
+
+fn error(kind: ErrorKind, message: String) -> NetError {
+    NetError { kind, message }
+}
+
+fn invalid(message: String) -> NetError {
+    error(ErrorKind::InvalidArgument, message)
+}
+
+/// A netlink failure, classified by errno so guests can tell "gone" from "broken".
+fn nl_error(what: &str, err: rtnetlink::Error) -> NetError {
+    let kind = match &err {
+        rtnetlink::Error::NetlinkError(m) => match -m.raw_code() {
+            libc::ENODEV | libc::ENOENT | libc::ESRCH | libc::EADDRNOTAVAIL => ErrorKind::NotFound,
+            libc::EEXIST => ErrorKind::Exists,
+            libc::EINVAL | libc::ERANGE => ErrorKind::InvalidArgument,
+            _ => ErrorKind::Other,
+        },
+        _ => ErrorKind::Other,
+    };
+    let detail = match &err {
+        rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
+        other => other.to_string(),
+    };
+    error(kind, format!("{what}: {detail}"))
+}
+
+fn link_info(msg: &LinkMessage) -> LinkInfo {
+    let mut info = LinkInfo {
+        index: msg.header.index,
+        name: String::new(),
+        kind: String::new(),
+        mac: String::new(),
+        mtu: 0,
+        up: msg.header.flags.contains(LinkFlags::Up),
+        master: None,
+        peer: None,
+        alias: String::new(),
+        promisc: msg.header.flags.contains(LinkFlags::Promisc),
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(name) => info.name = name.clone(),
+            LinkAttribute::Address(mac) => info.mac = format_mac(mac),
+            LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
+            LinkAttribute::Controller(master) => info.master = Some(*master),
+            LinkAttribute::Link(peer) => info.peer = Some(*peer),
+            LinkAttribute::IfAlias(alias) => info.alias = alias.clone(),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let nl_link::LinkInfo::Kind(kind) = i {
+                        info.kind = kind.to_string();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    info
+}
+
+fn format_mac(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn parse_mac(mac: &str) -> NetResult<Vec<u8>> {
+    let bytes: Result<Vec<u8>, _> = mac.split(':').map(|b| u8::from_str_radix(b, 16)).collect();
+    match bytes {
+        Ok(b) if b.len() == 6 && mac.split(':').all(|p| p.len() == 2) => Ok(b),
+        _ => Err(invalid(format!("invalid MAC address {mac:?}"))),
+    }
+}
+
+fn parse_net(what: &str, s: &str) -> NetResult<IpNet> {
+    s.parse()
+        .map_err(|_| invalid(format!("invalid {what} {s:?} (want CIDR)")))
+}
+
+fn parse_ip(what: &str, s: &str) -> NetResult<IpAddr> {
+    s.parse()
+        .map_err(|_| invalid(format!("invalid {what} {s:?}")))
+}
+
+fn valid_name(name: &str) -> NetResult<()> {
+    cni_types::validate::validate_interface_name(name)
+        .map_err(|e| invalid(format!("link name {name:?}: {}", e.msg)))
+}
+
+/// The address of an RTM_NEWADDR message in CIDR form (IFA_LOCAL for IPv4, IFA_ADDRESS else).
+fn address_cidr(msg: &AddressMessage) -> Option<String> {
+    let mut address = None;
+    for attr in &msg.attributes {
+        match attr {
+            AddressAttribute::Local(ip) => address = Some(*ip),
+            AddressAttribute::Address(ip) if address.is_none() => address = Some(*ip),
+            _ => {}
+        }
+    }
+    address.map(|ip| format!("{ip}/{}", msg.header.prefix_len))
+}
+
+fn route_info(msg: &RouteMessage) -> Option<RouteInfo> {
+    let mut dst = None;
+    let mut info = RouteInfo {
+        dst: String::new(),
+        gw: None,
+        oif: None,
+        priority: None,
+        table: msg.header.table as u32,
+        scope: msg.header.scope.into(),
+    };
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Destination(a) => dst = route_ip(a),
+            RouteAttribute::Gateway(a) => info.gw = route_ip(a).map(|g| g.to_string()),
+            RouteAttribute::Oif(i) => info.oif = Some(*i),
+            RouteAttribute::Priority(p) => info.priority = Some(*p),
+            RouteAttribute::Table(t) => info.table = *t,
+            _ => {}
+        }
+    }
+    let dst = match (dst, msg.header.address_family) {
+        (Some(ip), _) => ip,
+        (None, AddressFamily::Inet6) => IpAddr::from([0u16; 8]),
+        (None, _) => IpAddr::from([0u8; 4]),
+    };
+    info.dst = IpNet::new(dst, msg.header.destination_prefix_length)
+        .ok()?
+        .to_string();
+    Some(info)
+}
+
+fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
+        RouteAddress::Inet6(ip) => Some(IpAddr::V6(*ip)),
+        _ => None,
+    }
+}
+
+/// The route message for `spec` through link `index`.
+fn route_message(index: u32, spec: &RouteSpec) -> NetResult<RouteMessage> {
+    let dst = parse_net("route destination", &spec.dst)?;
+    let mut b = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(dst.network(), dst.prefix_len())
+        .map_err(|e| invalid(format!("route {}: {e}", spec.dst)))?
+        .output_interface(index);
+    if let Some(gw) = &spec.gw {
+        b = b
+            .gateway(parse_ip("route gateway", gw)?)
+            .map_err(|e| invalid(format!("route {} via {gw}: {e}", spec.dst)))?;
+    }
+    if let Some(p) = spec.priority {
+        b = b.priority(p);
+    }
+    if let Some(t) = spec.table {
+        b = b.table_id(t);
+    }
+    if let Some(s) = spec.scope {
+        b = b.scope(RouteScope::from(s));
+    } else if spec.gw.is_none() {
+        // A route without a gateway is on-link, as `ip route add … dev X` makes it.
+        b = b.scope(RouteScope::Link);
+    }
+    let mut msg = b.build();
+    let metrics: Vec<RouteMetric> = [
+        spec.mtu.map(RouteMetric::Mtu),
+        spec.advmss.map(RouteMetric::Advmss),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !metrics.is_empty() {
+        msg.attributes.push(RouteAttribute::Metrics(metrics));
+    }
+    Ok(msg)
+}
+
+/// A sysctl key under `net.` as a path below /proc/sys. Dots or slashes separate components
+/// (slashes allow interface names with dots: `net/ipv6/conf/eth0.100/accept_dad`).
+fn sysctl_path(key: &str) -> NetResult<PathBuf> {
+    let parts: Vec<&str> = if key.contains('/') {
+        key.split('/').collect()
+    } else {
+        key.split('.').collect()
+    };
+    let ok = parts.len() >= 3
+        && parts[0] == "net"
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && *p != "."
+                && *p != ".."
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.@".contains(c))
+        });
+    if !ok {
+        return Err(invalid(format!("sysctl {key:?} is not a key under net.")));
+    }
+    Ok(Path::new("/proc/sys").join(parts.join("/")))
+}
+
+impl Caps {
+    fn netns(&self, res: &Resource<NetnsRes>) -> NetResult<Arc<Netns>> {
+        self.table
+            .get(res)
+            .map(|n| n.0.clone())
+            .map_err(|e| invalid(format!("bad netns handle: {e}")))
+    }
+
+    fn link(&self, res: &Resource<LinkRes>) -> NetResult<(Arc<Netns>, u32)> {
+        self.table
+            .get(res)
+            .map(|l| (l.ns.clone(), l.index))
+            .map_err(|e| invalid(format!("bad link handle: {e}")))
+    }
+
+    fn push_link(&mut self, ns: Arc<Netns>, index: u32) -> NetResult<Resource<LinkRes>> {
+        self.table
+            .push(LinkRes { ns, index })
+            .map_err(|e| invalid(e.to_string()))
+    }
+
+    fn get_link(
+        &self,
+        ns: &Netns,
+        index: Option<u32>,
+        name: Option<&str>,
+    ) -> NetResult<Option<LinkMessage>> {
+        let mut req = ns.handle().link().get();
+        if let Some(i) = index {
+            req = req.match_index(i);
+        }
+        if let Some(n) = name {
+            req = req.match_name(n.to_string());
+        }
+        match self.block_on(async { req.execute().try_next().await }) {
+            Ok(msg) => Ok(msg),
+            Err(e) => {
+                let what = match (index, name) {
+                    (_, Some(n)) => format!("look up link {n:?}"),
+                    (i, None) => format!("look up link #{}", i.unwrap_or_default()),
+                };
+                let e = nl_error(&what, e);
+                if e.kind == ErrorKind::NotFound {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    fn all_links(&self, ns: &Netns) -> NetResult<Vec<LinkMessage>> {
+        self.block_on(ns.handle().link().get().execute().try_collect())
+            .map_err(|e| nl_error("list links", e))
+    }
+
+    /// Apply an RTM_NEWLINK change to a link and audit it.
+    fn change(
+        &self,
+        res: &Resource<LinkRes>,
+        op: &str,
+        build: impl FnOnce(LinkMessageBuilder<LinkUnspec>) -> LinkMessageBuilder<LinkUnspec>,
+    ) -> NetResult<()> {
+        let (ns, index) = self.link(res)?;
+        let msg = build(LinkUnspec::new_with_index(index)).build();
+        let target = format!("{}#{index}", ns.path().display());
+        let r = self
+            .block_on(ns.handle().link().change(msg).execute())
+            .map_err(|e| nl_error(&format!("{op} link #{index}"), e));
+        self.audit(op, &target, if r.is_ok() { "ok" } else { "error" });
+        r
+    }
+
+    fn addresses_of(&self, ns: &Netns, index: u32) -> NetResult<Vec<AddressMessage>> {
+        self.block_on(
+            ns.handle()
+                .address()
+                .get()
+                .set_link_index_filter(index)
+                .execute()
+                .try_collect(),
+        )
+        .map_err(|e| nl_error(&format!("list addresses of link #{index}"), e))
+    }
+
+    /// Run `f` on a dedicated thread inside `ns` (for /proc/sys/net, which follows the thread).
+    fn in_netns<T: Send>(
+        &self,
+        ns: &Netns,
+        f: impl FnOnce() -> std::io::Result<T> + Send,
+    ) -> std::io::Result<T> {
+        use std::os::fd::AsRawFd;
+        let fd = ns.file().as_raw_fd();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: setns on this dedicated thread only; it ends when the closure returns.
+                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                f()
+            })
+            .join()
+            .map_err(|_| std::io::Error::other("netns thread panicked"))?
+        })
+    }
+}
+
+impl network::Host for Caps {
+    fn host_netns(&mut self) -> NetResult<Resource<NetnsRes>> {
+        self.require(Capability::HostNetns, "host-netns")
+            .map_err(|m| error(ErrorKind::Denied, m))?;
+        let ns = Netns::host(&self.rt).map_err(|e| {
+            error(
+                ErrorKind::Other,
+                format!("failed to open the host netns: {e}"),
+            )
+        })?;
+        self.table
+            .push(NetnsRes(Arc::new(ns)))
+            .map_err(|e| error(ErrorKind::Other, e.to_string()))
+    }
+}
+
+impl network::HostNetns for Caps {
+    fn link_by_name(
+        &mut self,
+        ns: Resource<NetnsRes>,
+        name: String,
+    ) -> NetResult<Option<Resource<LinkRes>>> {
+        let ns = self.netns(&ns)?;
+        valid_name(&name)?;
+        match self.get_link(&ns, None, Some(&name))? {
+            Some(msg) => self.push_link(ns, msg.header.index).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn links(&mut self, ns: Resource<NetnsRes>) -> NetResult<Vec<LinkInfo>> {
+        let ns = self.netns(&ns)?;
+        Ok(self.all_links(&ns)?.iter().map(link_info).collect())
+    }
+
+    fn link_by_index(
+        &mut self,
+        ns: Resource<NetnsRes>,
+        index: u32,
+    ) -> NetResult<Option<Resource<LinkRes>>> {
+        let ns = self.netns(&ns)?;
+        match self.get_link(&ns, Some(index), None)? {
+            Some(msg) => self.push_link(ns, msg.header.index).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn find_device(
+        &mut self,
+        ns: Resource<NetnsRes>,
+        selector: DeviceSelector,
+    ) -> NetResult<Option<Resource<LinkRes>>> {
+        let ns = self.netns(&ns)?;
+        let links = self.all_links(&ns)?;
+        let name_of = |m: &LinkMessage| link_info(m).name;
+        let found = match &selector {
+            DeviceSelector::Name(name) => links.iter().find(|m| name_of(m) == *name),
+            DeviceSelector::Hwaddr(mac) => {
+                let want = parse_mac(mac)?;
+                links.iter().find(|m| link_info(m).mac == format_mac(&want))
+            }
+            DeviceSelector::KernelPath(path) => {
+                if !path.starts_with("/sys/") || path.contains("..") {
+                    return Err(invalid(format!("kernel path {path:?} is not a sysfs path")));
+                }
+                // The device whose /sys/class/net entry resolves below the path (as the reference).
+                links.iter().find(|m| {
+                    std::fs::canonicalize(format!("/sys/class/net/{}", name_of(m)))
+                        .is_ok_and(|p| p.starts_with(path))
+                })
+            }
+            DeviceSelector::PciBusId(id) => {
+                if id.is_empty()
+                    || !id
+                        .chars()
+                        .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+                {
+                    return Err(invalid(format!("invalid PCI address {id:?}")));
+                }
+                let names: Vec<String> =
+                    std::fs::read_dir(format!("/sys/bus/pci/devices/{id}/net"))
+                        .map(|d| {
+                            d.filter_map(|e| e.ok())
+                                .map(|e| e.file_name().to_string_lossy().into_owned())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                links.iter().find(|m| names.contains(&name_of(m)))
+            }
+        };
+        match found {
+            Some(m) => self.push_link(ns, m.header.index).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn create_veth(
+        &mut self,
+        ns: Resource<NetnsRes>,
+        name: String,
+        peer_name: String,
+        peer_ns: Resource<NetnsRes>,
+        mtu: Option<u32>,
+        mac: Option<String>,
+    ) -> NetResult<(Resource<LinkRes>, Resource<LinkRes>)> {
+        use std::os::fd::AsRawFd;
+        let (ns, peer_ns) = (self.netns(&ns)?, self.netns(&peer_ns)?);
+        valid_name(&name)?;
+        valid_name(&peer_name)?;
+        let mut peer = LinkMessageBuilder::<LinkUnspec>::new().name(peer_name.clone());
+        let mut b = LinkVeth::new(&name, &peer_name);
+        if let Some(mtu) = mtu {
+            peer = peer.mtu(mtu);
+            b = b.mtu(mtu);
+        }
+        if let Some(mac) = &mac {
+            b = b.address(parse_mac(mac)?);
+        }
+        let same = ns.id().ok() == peer_ns.id().ok();
+        if !same {
+            peer = peer.setns_by_fd(peer_ns.file().as_raw_fd());
+        }
+        let msg = b
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
+            .build();
+        let target = format!("{name}<->{peer_name}");
+        let r = self
+            .block_on(ns.handle().link().add(msg).execute())
+            .map_err(|e| nl_error(&format!("create veth {target}"), e));
+        self.audit(
+            "veth-create",
+            &target,
+            if r.is_ok() { "ok" } else { "error" },
+        );
+        r?;
+        let here = self
+            .get_link(&ns, None, Some(&name))?
+            .ok_or_else(|| error(ErrorKind::Other, format!("veth {name} vanished")))?;
+        let there = self
+            .get_link(&peer_ns, None, Some(&peer_name))?
+            .ok_or_else(|| error(ErrorKind::Other, format!("veth peer {peer_name} vanished")))?;
+        Ok((
+            self.push_link(ns, here.header.index)?,
+            self.push_link(peer_ns, there.header.index)?,
+        ))
+    }
+
+    fn create_bridge(
+        &mut self,
+        ns: Resource<NetnsRes>,
+        name: String,
+        mtu: Option<u32>,
+        vlan_filtering: bool,
+    ) -> NetResult<Resource<LinkRes>> {
+        let ns = self.netns(&ns)?;
+        valid_name(&name)?;
+        let mut b = LinkBridge::new(&name);
+        if vlan_filtering {
+            b = b.vlan_filtering(true);
+        }
+        if let Some(mtu) = mtu {
+            b = b.mtu(mtu);
+        }
+        let r = self
+            .block_on(ns.handle().link().add(b.build()).execute())
+            .map_err(|e| nl_error(&format!("create bridge {name}"), e));
+        self.audit(
+            "bridge-create",
+            &name,
+            if r.is_ok() { "ok" } else { "error" },
+        );
+        r?;
+        let msg = self
+            .get_link(&ns, None, Some(&name))?
+            .ok_or_else(|| error(ErrorKind::Other, format!("bridge {name} vanished")))?;
+        self.push_link(ns, msg.header.index)
+    }
+
+    fn routes(&mut self, ns: Resource<NetnsRes>, ipv6: bool) -> NetResult<Vec<RouteInfo>> {
+        let ns = self.netns(&ns)?;
+        let query = if ipv6 {
+            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
+        } else {
+            RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()
+        };
+        let msgs: Vec<RouteMessage> = self
+            .block_on(ns.handle().route().get(query).execute().try_collect())
+            .map_err(|e| nl_error("list routes", e))?;
+        Ok(msgs
+            .iter()
+            .filter_map(route_info)
+            .filter(|r| r.table == 254)
+            .collect())
+    }
+
+    fn sysctl_get(&mut self, ns: Resource<NetnsRes>, key: String) -> NetResult<String> {
+        let ns = self.netns(&ns)?;
+        let path = sysctl_path(&key)?;
+        self.in_netns(&ns, || std::fs::read_to_string(&path))
+            .map(|v| v.trim().to_string())
+            .map_err(|e| {
+                let kind = if e.kind() == std::io::ErrorKind::NotFound {
+                    ErrorKind::NotFound
+                } else {
+                    ErrorKind::Other
+                };
+                error(kind, format!("read sysctl {key}: {e}"))
+            })
+    }
+
+    fn sysctl_set(&mut self, ns: Resource<NetnsRes>, key: String, value: String) -> NetResult<()> {
+        let ns = self.netns(&ns)?;
+        let path = sysctl_path(&key)?;
+        if value.contains('\n') || value.len() > 64 {
+            return Err(invalid(format!("invalid value for sysctl {key}")));
+        }
+        let r = self.in_netns(&ns, || std::fs::write(&path, value.as_bytes()));
+        self.audit(
+            "sysctl-set",
+            &format!("{}:{key}={value}", ns.path().display()),
+            if r.is_ok() { "ok" } else { "error" },
+        );
+        r.map_err(|e| error(ErrorKind::Other, format!("write sysctl {key}: {e}")))
+    }
+
+    fn drop(&mut self, rep: Resource<NetnsRes>) -> wasmtime::Result<()> {
+        self.table.delete(rep)?;
+        Ok(())
+    }
+}
+
+impl network::HostLink for Caps {
+    fn info(&mut self, link: Resource<LinkRes>) -> NetResult<LinkInfo> {
+        let (ns, index) = self.link(&link)?;
+        self.get_link(&ns, Some(index), None)?
+            .as_ref()
+            .map(link_info)
+            .ok_or_else(|| error(ErrorKind::NotFound, format!("link #{index} is gone")))
+    }
+
+    fn set_up(&mut self, link: Resource<LinkRes>, up: bool) -> NetResult<()> {
+        let op = if up { "link-set-up" } else { "link-set-down" };
+        self.change(&link, op, |b| if up { b.up() } else { b.down() })
+    }
+
+    fn addresses(&mut self, link: Resource<LinkRes>) -> NetResult<Vec<String>> {
+        let (ns, index) = self.link(&link)?;
+        let msgs = self.addresses_of(&ns, index)?;
+        let (v4, v6): (Vec<_>, Vec<_>) = msgs
+            .iter()
+            .partition(|m| m.header.family == AddressFamily::Inet);
+        Ok(v4.into_iter().chain(v6).filter_map(address_cidr).collect())
+    }
+
+    fn address_add(&mut self, link: Resource<LinkRes>, address: String) -> NetResult<()> {
+        let (ns, index) = self.link(&link)?;
+        let net = parse_net("address", &address)?;
+        let r = self
+            .block_on(
+                ns.handle()
+                    .address()
+                    .add(index, net.addr(), net.prefix_len())
+                    .execute(),
+            )
+            .map_err(|e| nl_error(&format!("add address {address} to link #{index}"), e));
+        self.audit(
+            "address-add",
+            &format!("#{index} {address}"),
+            if r.is_ok() { "ok" } else { "error" },
+        );
+        r
+    }
+
+    fn address_del(&mut self, link: Resource<LinkRes>, address: String) -> NetResult<()> {
+        let (ns, index) = self.link(&link)?;
+        parse_net("address", &address)?;
+        let msg = self
+            .addresses_of(&ns, index)?
+            .into_iter()
+            .find(|m| address_cidr(m).as_deref() == Some(address.as_str()))
+            .ok_or_else(|| {
+                error(
+                    ErrorKind::NotFound,
+                    format!("address {address} is not on link #{index}"),
+                )
+            })?;
+        let r = self
+            .block_on(ns.handle().address().del(msg).execute())
+            .map_err(|e| nl_error(&format!("delete address {address}"), e));
+        self.audit(
+            "address-del",
+            &format!("#{index} {address}"),
+            if r.is_ok() { "ok" } else { "error" },
+        );
+        r
+    }
+
+    fn route_add(&mut self, link: Resource<LinkRes>, route: RouteSpec) -> NetResult<()> {
+        let (ns, index) = self.link(&link)?;
+        let msg = route_message(index, &route)?;
+        let what = format!(
+            "{} via {}",
+            route.dst,
+            route.gw.as_deref().unwrap_or("link")
+        );
+        let r = self
+            .block_on(ns.handle().route().add(msg).execute())
+            .map_err(|e| nl_error(&format!("add route {what}"), e));
+        self.audit(
+            "route-add",
+            &format!("#{index} {what}"),
+            if r.is_ok() { "ok" } else { "error" },
+        );
+        r
+    }
+
+    fn route_del(&mut self, link: Resource<LinkRes>, route: RouteSpec) -> NetResult<()> {
+        let (ns, index) = self.link(&link)?;
+        let msg = route_message(index, &route)?;
+        let what = format!(
+            "{} via {}",
+            route.dst,
+            route.gw.as_deref().unwrap_or("link")
+        );
+        let r = self
+            .block_on(ns.handle().route().del(msg).execute())
+            .map_err(|e| nl_error(&format!("delete route {what}"), e));
+        self.audit(
+            "route-del",
+            &format!("#{index} {what}"),
+            if r.is_ok() { "ok" } else { "error" },
+        );
+        r
+    }
+
+    fn set_master(
+        &mut self,
+        link: Resource<LinkRes>,
+        master: Option<Resource<LinkRes>>,
+    ) -> NetResult<()> {
+        let master = match &master {
+            Some(m) => {
+                let (mns, mindex) = self.link(m)?;
+                let (ns, _) = self.link(&link)?;
+                if mns.id().ok() != ns.id().ok() {
+                    return Err(invalid("a master must be in the link's namespace".into()));
+                }
+                Some(mindex)
+            }
+            None => None,
+        };
+        self.change(&link, "link-set-master", |b| match master {
+            Some(m) => b.controller(m),
+            None => b.nocontroller(),
+        })
+    }
+
+    fn set_mtu(&mut self, link: Resource<LinkRes>, mtu: u32) -> NetResult<()> {
+        self.change(&link, "link-set-mtu", |b| b.mtu(mtu))
+    }
+
+    fn set_mac(&mut self, link: Resource<LinkRes>, mac: String) -> NetResult<()> {
+        let mac = parse_mac(&mac)?;
+        self.change(&link, "link-set-mac", |b| b.address(mac))
+    }
+
+    fn set_promisc(&mut self, link: Resource<LinkRes>, on: bool) -> NetResult<()> {
+        self.change(&link, "link-set-promisc", |b| b.promiscuous(on))
+    }
+
+    fn set_alias(&mut self, link: Resource<LinkRes>, alias: String) -> NetResult<()> {
+        if alias.len() > 255 {
+            return Err(invalid("alias longer than 255 bytes".into()));
+        }
+        self.change(&link, "link-set-alias", |b| b.alias(alias))
+    }
+
+    fn rename(&mut self, link: Resource<LinkRes>, name: String) -> NetResult<()> {
+        valid_name(&name)?;
+        self.change(&link, "link-rename", |b| b.name(name))
+    }
+
+    fn move_to(
+        &mut self,
+        link: Resource<LinkRes>,
+        ns: Resource<NetnsRes>,
+        new_name: Option<String>,
+    ) -> NetResult<()> {
+        use std::os::fd::AsRawFd;
+        let target = self.netns(&ns)?;
+        let (from, index) = self.link(&link)?;
+        let name = match &new_name {
+            Some(n) => {
+                valid_name(n)?;
+                n.clone()
+            }
+            None => self
+                .get_link(&from, Some(index), None)?
+                .map(|m| link_info(&m).name)
+                .ok_or_else(|| error(ErrorKind::NotFound, format!("link #{index} is gone")))?,
+        };
+        let fd = target.file().as_raw_fd();
+        self.change(&link, "link-move", |b| b.setns_by_fd(fd).name(name.clone()))?;
+        // Indexes are per namespace: find the link again where it is now.
+        let moved = self.get_link(&target, None, Some(&name))?.ok_or_else(|| {
+            error(
+                ErrorKind::Other,
+                format!("link {name} not found after the move"),
+            )
+        })?;
+        let res = self
+            .table
+            .get_mut(&link)
+            .map_err(|e| invalid(e.to_string()))?;
+        res.ns = target;
+        res.index = moved.header.index;
+        Ok(())
+    }
+
+    fn delete(&mut self, link: Resource<LinkRes>) -> NetResult<()> {
+        let (ns, index) = self.link(&link)?;
+        let r = self
+            .block_on(ns.handle().link().del(index).execute())
+            .map_err(|e| nl_error(&format!("delete link #{index}"), e));
+        self.audit(
+            "link-delete",
+            &format!("{}#{index}", ns.path().display()),
+            if r.is_ok() { "ok" } else { "error" },
+        );
+        r
+    }
+
+    fn set_bridge_port(
+        &mut self,
+        link: Resource<LinkRes>,
+        hairpin: Option<bool>,
+        isolated: Option<bool>,
+    ) -> NetResult<()> {
+        let (ns, index) = self.link(&link)?;
+        let mut b = LinkBridgePort::new(index);
+        if let Some(h) = hairpin {
+            b = b.hairpin(h);
+        }
+        if let Some(i) = isolated {
+            b = b.isolated(i);
+        }
+        let r = self
+            .block_on(ns.handle().link().set_port(b.build()).execute())
+            .map_err(|e| nl_error(&format!("set bridge port #{index}"), e));
+        self.audit(
+            "bridge-port-set",
+            &format!("#{index}"),
+            if r.is_ok() { "ok" } else { "error" },
+        );
+        r
+    }
+
+    fn bridge_vlan_add(
+        &mut self,
+        link: Resource<LinkRes>,
+        vid: u16,
+        pvid: bool,
+        untagged: bool,
+        on_bridge: bool,
+    ) -> NetResult<()> {
+        let (ns, index) = self.link(&link)?;
+        let mut flags = BridgeVlanInfoFlags::empty();
+        if pvid {
+            flags |= BridgeVlanInfoFlags::Pvid;
+        }
+        if untagged {
+            flags |= BridgeVlanInfoFlags::Untagged;
+        }
+        let mut b = LinkBridgeVlan::new(index).vlan(vid, flags);
+        if on_bridge {
+            b = b.bridge_self();
+        }
+        let r = self
+            .block_on(ns.handle().link().set_port(b.build()).execute())
+            .map_err(|e| nl_error(&format!("add vlan {vid} to #{index}"), e));
+        self.audit(
+            "bridge-vlan-add",
+            &format!("#{index} vid {vid}"),
+            if r.is_ok() { "ok" } else { "error" },
+        );
+        r
+    }
+
+    fn bridge_vlan_del(
+        &mut self,
+        link: Resource<LinkRes>,
+        vid: u16,
+        on_bridge: bool,
+    ) -> NetResult<()> {
+        let (ns, index) = self.link(&link)?;
+        let mut b = LinkBridgeVlan::new(index).vlan(vid, BridgeVlanInfoFlags::empty());
+        if on_bridge {
+            b = b.bridge_self();
+        }
+        let r = self
+            .block_on(ns.handle().link().del_with_message(b.build()).execute())
+            .map_err(|e| nl_error(&format!("delete vlan {vid} from #{index}"), e));
+        self.audit(
+            "bridge-vlan-del",
+            &format!("#{index} vid {vid}"),
+            if r.is_ok() { "ok" } else { "error" },
+        );
+        r
+    }
+
+    fn drop(&mut self, rep: Resource<LinkRes>) -> wasmtime::Result<()> {
+        self.table.delete(rep)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysctl_keys_stay_under_net() {
+        assert_eq!(
+            sysctl_path("net.ipv4.ip_forward").unwrap(),
+            Path::new("/proc/sys/net/ipv4/ip_forward")
+        );
+        assert_eq!(
+            sysctl_path("net/ipv6/conf/eth0.100/accept_dad").unwrap(),
+            Path::new("/proc/sys/net/ipv6/conf/eth0.100/accept_dad")
+        );
+        for bad in [
+            "kernel.core_pattern",
+            "net",
+            "net..x",
+            "net/../../etc/passwd",
+            "net/ipv4/a b",
+            "/net/ipv4/x",
+        ] {
+            assert!(sysctl_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn macs_parse_strictly() {
+        assert_eq!(
+            parse_mac("0a:58:0A:00:00:05").unwrap(),
+            vec![0x0a, 0x58, 0x0a, 0, 0, 5]
+        );
+        for bad in [
+            "0a:58:0a:00:00",
+            "0a:58:0a:00:00:05:06",
+            "a:58:0a:00:00:05",
+            "zz:58:0a:00:00:05",
+        ] {
+            assert!(parse_mac(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn routes_without_gateway_are_on_link() {
+        let spec = RouteSpec {
+            dst: "10.1.0.0/16".into(),
+            gw: None,
+            mtu: Some(1400),
+            advmss: None,
+            priority: None,
+            table: None,
+            scope: None,
+        };
+        let msg = route_message(7, &spec).unwrap();
+        assert_eq!(msg.header.scope, RouteScope::Link);
+        assert_eq!(msg.header.destination_prefix_length, 16);
+        assert!(msg.attributes.contains(&RouteAttribute::Oif(7)));
+        assert!(msg
+            .attributes
+            .contains(&RouteAttribute::Metrics(vec![RouteMetric::Mtu(1400)])));
+    }
+}

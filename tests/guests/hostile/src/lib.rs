@@ -1,0 +1,81 @@
+//! A hostile guest for tests: the config's `mode` picks the misbehaviour. It declares no
+//! capabilities, so anything beyond the container netns must be denied by the host.
+
+use serde::Deserialize;
+use wasm_cni_sdk::{codes, CniError, CniResult, Context, IpConfig, Netns, Plugin};
+
+#[derive(Deserialize)]
+struct Conf {
+    mode: String,
+}
+
+struct Hostile;
+
+/// Recursion the optimizer cannot turn into a loop: every frame keeps live data.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let pad = std::hint::black_box([depth; 64]);
+    if depth == u64::MAX {
+        return 0;
+    }
+    let below = recurse(std::hint::black_box(depth + 1));
+    std::hint::black_box(below ^ pad[(depth % 64) as usize])
+}
+
+fn misbehave(ctx: &Context, netns: &Netns) -> Result<CniResult, CniError> {
+    let conf: Conf = ctx.config()?;
+    match conf.mode.as_str() {
+        // Asks for the host's namespace without declaring it, then renames the host's `lo`.
+        "host-netns" => {
+            let host = wasm_cni_sdk::host_netns()?;
+            host.require_link("lo")?.rename("pwned")?;
+            Ok(CniResult::default())
+        }
+        "recurse" => Err(CniError::new(
+            codes::INTERNAL,
+            format!("{}", recurse(0)),
+            "",
+        )),
+        "alloc" => {
+            let mut hog: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hog.push(vec![1u8; 16 << 20]);
+            }
+        }
+        "panic" => panic!("hostile guest panics on purpose"),
+        "bad-result" => Ok(CniResult {
+            ips: vec![IpConfig {
+                address: "10.0.0.1/24".parse().unwrap(),
+                gateway: None,
+                interface: Some(7),
+            }],
+            ..Default::default()
+        }),
+        // Behaves: proves the next invocation after a failure works.
+        "ok" => {
+            netns.require_link("lo")?.set_up()?;
+            Ok(CniResult::default())
+        }
+        other => Err(CniError::new(
+            codes::INVALID_NETWORK_CONFIG,
+            format!("unknown mode {other}"),
+            "",
+        )),
+    }
+}
+
+impl Plugin for Hostile {
+    fn add(ctx: &Context, netns: &Netns) -> Result<CniResult, CniError> {
+        misbehave(ctx, netns)
+    }
+
+    fn del(_ctx: &Context, _netns: Option<&Netns>) -> Result<(), CniError> {
+        Ok(())
+    }
+
+    fn check(_ctx: &Context, _netns: &Netns) -> Result<(), CniError> {
+        Ok(())
+    }
+}
+
+wasm_cni_sdk::export_plugin!(Hostile);
