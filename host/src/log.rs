@@ -2,6 +2,7 @@
 //! stdout belongs to the CNI result alone.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
@@ -30,6 +31,8 @@ impl Level {
 pub struct Logger {
     pub plugin: String,
     pub container_id: String,
+    /// Where audit lines go besides stderr (the policy's `[audit] file`).
+    pub audit_file: Option<PathBuf>,
 }
 
 impl Logger {
@@ -37,11 +40,45 @@ impl Logger {
         Logger {
             plugin: plugin.to_string(),
             container_id: container_id.to_string(),
+            audit_file: None,
+        }
+    }
+
+    /// An audit line: one privileged operation or denial (plugin, container, operation,
+    /// target, outcome). Goes to the audit file when one is configured, else to stderr.
+    pub fn audit(&self, op: &str, target: &str, outcome: &str) {
+        let level = if outcome == "ok" {
+            Level::Info
+        } else {
+            Level::Warn
+        };
+        let fields = [
+            ("op", op.into()),
+            ("target", target.into()),
+            ("outcome", outcome.into()),
+        ];
+        let line = self.line(level, "audit", &fields);
+        let written = self.audit_file.as_ref().is_some_and(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| f.write_all(line.as_bytes()))
+                .is_ok()
+        });
+        if !written {
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
         }
     }
 
     /// One line: the message plus extra fields (`source` says whether the guest or the host wrote it).
     pub fn log(&self, level: Level, msg: &str, fields: &[(&str, Value)]) {
+        let text = self.line(level, msg, fields);
+        // Logging must never fail a CNI operation.
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    }
+
+    fn line(&self, level: Level, msg: &str, fields: &[(&str, Value)]) -> String {
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -59,7 +96,6 @@ impl Logger {
         }
         let mut text = Value::Object(line).to_string();
         text.push('\n');
-        // Logging must never fail a CNI operation.
-        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        text
     }
 }

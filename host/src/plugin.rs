@@ -13,7 +13,7 @@ use crate::caps::netns::{Netns, OpenError};
 use crate::caps::Caps;
 use crate::cni::{self, Command, Output, Parsed, Request};
 use crate::log::{Level, Logger};
-use crate::policy::{Grants, Limits};
+use crate::policy::{self, Policy};
 use crate::sandbox::{self, artifact, Artifact, GuestKind};
 
 /// The name of the install-time compiler, installed beside `wasm-cni`.
@@ -80,10 +80,23 @@ pub fn exec(
         // Before a config is read there is no version to answer in: use the newest.
         Err(e) => return Output::error(&e, cni_types::CURRENT_VERSION),
     };
-    let logger = Logger::new(&plugin.name, &req.container_id);
+    let mut logger = Logger::new(&plugin.name, &req.container_id);
+    // A policy that exists but cannot be used fails closed: nothing runs.
+    let policy = match Policy::load() {
+        Ok(p) => p,
+        Err(e) => {
+            let e = CniError::new(
+                sandbox::codes::DENIED,
+                format!("{e}; no plugin runs until the policy is fixed"),
+                "",
+            );
+            return Output::error(&e, &req.version);
+        }
+    };
+    logger.audit_file = policy.as_ref().and_then(|p| p.audit.file.clone());
     let started = Instant::now();
     let (verb, version) = (req.command.as_str(), req.version.clone());
-    let outcome = run(plugin, req, &logger);
+    let outcome = run(plugin, req, policy.as_ref(), &logger);
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match outcome {
         Ok(stdout) => {
@@ -119,14 +132,21 @@ fn ms(v: f64) -> serde_json::Value {
     serde_json::json!((v * 1000.0).round() / 1000.0)
 }
 
-fn run(plugin: &Plugin, req: Request, logger: &Logger) -> Result<String, CniError> {
+fn run(
+    plugin: &Plugin,
+    req: Request,
+    policy: Option<&Policy>,
+    logger: &Logger,
+) -> Result<String, CniError> {
     let engine = sandbox::engine().map_err(|e| internal(format!("creating the engine: {e:#}")))?;
     let version = req.version.clone();
-    Ok(match run_request(&engine, plugin, Arc::new(req), logger)? {
-        Answer::Typed(result) => result.to_json(&version)?.to_string(),
-        Answer::Text(text) => text,
-        Answer::Nothing => String::new(),
-    })
+    Ok(
+        match run_request(&engine, plugin, Arc::new(req), policy, logger)? {
+            Answer::Typed(result) => result.to_json(&version)?.to_string(),
+            Answer::Text(text) => text,
+            Answer::Nothing => String::new(),
+        },
+    )
 }
 
 /// What a guest answered.
@@ -145,23 +165,21 @@ pub fn run_request(
     engine: &Engine,
     plugin: &Plugin,
     req: Arc<Request>,
+    policy: Option<&Policy>,
     logger: &Logger,
 ) -> Result<Answer, CniError> {
-    let artifact = load(engine, plugin, logger)?;
-    let limits = Limits::default();
+    let (artifact, digest) = load(engine, plugin, logger)?;
+    let decision = policy::decide(policy, &plugin.name, &digest, &artifact.capabilities);
+    let (grants, limits) = decision.map_err(|refusal| {
+        logger.audit("start", &plugin.name, "denied");
+        CniError::new(sandbox::codes::DENIED, refusal, "")
+    })?;
     match artifact.kind {
         GuestKind::Command => {
             let out = sandbox::run_command(engine, &artifact.component, &req, &limits, logger)?;
             Ok(out.map(Answer::Text).unwrap_or(Answer::Nothing))
         }
         GuestKind::Plugin => {
-            let grants = Grants::declared(&artifact.capabilities).map_err(|e| {
-                CniError::new(
-                    sandbox::codes::MODULE_UNAVAILABLE,
-                    format!("plugin {}: {e}", plugin.name),
-                    "",
-                )
-            })?;
             let rt = Arc::new(
                 tokio::runtime::Builder::new_current_thread()
                     .enable_io()
@@ -169,7 +187,14 @@ pub fn run_request(
                     .map_err(|e| internal(format!("starting the netlink runtime: {e}")))?,
             );
             let netns = open_netns(&req, &rt)?;
-            let caps = Caps::new(rt, engine.clone(), req.clone(), grants, logger.clone());
+            let caps = Caps::new(
+                rt,
+                engine.clone(),
+                req.clone(),
+                policy.cloned(),
+                grants,
+                logger.clone(),
+            );
             let result = sandbox::run_component(
                 engine,
                 &artifact.component,
@@ -224,7 +249,8 @@ fn open_netns(req: &Request, rt: &tokio::runtime::Runtime) -> Result<Option<Arc<
 
 /// Load the plugin's precompiled artifact; when it is missing or stale, compile it with the
 /// compiler installed beside us and try once more.
-fn load(engine: &Engine, plugin: &Plugin, logger: &Logger) -> Result<Artifact, CniError> {
+/// Returns the artifact and the module's sha256.
+fn load(engine: &Engine, plugin: &Plugin, logger: &Logger) -> Result<(Artifact, String), CniError> {
     let unavailable = |msg: String| CniError::new(sandbox::codes::MODULE_UNAVAILABLE, msg, "");
     let module = std::fs::read(&plugin.module).map_err(|e| {
         unavailable(format!(
@@ -235,7 +261,7 @@ fn load(engine: &Engine, plugin: &Plugin, logger: &Logger) -> Result<Artifact, C
     let digest = artifact::sha256_hex(&module);
     let path = artifact::artifact_path(&plugin.module);
     let stale = match artifact::load(engine, &path, &digest) {
-        Ok(a) => return Ok(a),
+        Ok(a) => return Ok((a, digest)),
         Err(stale) => stale,
     };
     logger.log(
@@ -253,13 +279,14 @@ fn load(engine: &Engine, plugin: &Plugin, logger: &Logger) -> Result<Artifact, C
             path.display()
         ))
     })?;
-    artifact::load(engine, &path, &digest).map_err(|again| {
+    let artifact = artifact::load(engine, &path, &digest).map_err(|again| {
         unavailable(format!(
             "plugin {}: artifact {} unusable after recompiling: {again}",
             plugin.name,
             path.display()
         ))
-    })
+    })?;
+    Ok((artifact, digest))
 }
 
 /// Run the compiler installed beside this binary on `module`.

@@ -1,11 +1,24 @@
-//! What a guest may do and the limits it runs under.
+//! The operator's policy: what each plugin may do and the limits it runs under.
 //!
-//! The host enforces every grant at the call, never the SDK: a guest only holds handles the
-//! host gave it, and every capability beyond the container's netns goes through [`Grants`].
-//! A module declares what it needs (a custom section, read at compile time into the
-//! artifact's header); without an operator policy a module is granted what it declares.
+//! One file for the whole node, `/etc/wasm-cni/policy.toml` (override with
+//! `WASM_CNI_POLICY`, e.g. in tests). The host enforces every grant at the call, never the
+//! SDK: a guest only holds handles the host gave it, and every capability beyond the
+//! container's netns goes through [`Grants`].
+//!
+//! A module declares what it needs (a custom section read at compile time into its artifact);
+//! it is granted the intersection of that and the policy, and refused before it starts when it
+//! declares something the policy does not grant. Without a policy file a module gets what it
+//! declares (no file access, no native exec). A policy that cannot be read or parsed fails
+//! closed: no plugin runs.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the node's policy lives.
+pub const DEFAULT_POLICY: &str = "/etc/wasm-cni/policy.toml";
 
 /// A capability beyond the container's own namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,33 +55,6 @@ impl Capability {
     }
 }
 
-/// Capabilities granted to one plugin run.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Grants {
-    granted: Vec<Capability>,
-}
-
-impl Grants {
-    pub fn new(granted: impl IntoIterator<Item = Capability>) -> Grants {
-        Grants {
-            granted: granted.into_iter().collect(),
-        }
-    }
-
-    /// What a module gets without an operator policy: what it declares.
-    pub fn declared(names: &[String]) -> Result<Grants, String> {
-        names
-            .iter()
-            .map(|n| Capability::parse(n).ok_or_else(|| format!("unknown capability {n:?}")))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Grants::new)
-    }
-
-    pub fn allows(&self, cap: Capability) -> bool {
-        self.granted.contains(&cap)
-    }
-}
-
 /// Resource limits for one guest run. A guest that exceeds one is stopped and the exec
 /// ends with a CNI error.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,19 +77,339 @@ impl Default for Limits {
     }
 }
 
+/// What one plugin run is granted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grants {
+    granted: Vec<Capability>,
+    /// Link names it may create, change or delete in the host netns (`*` wildcards).
+    pub host_links: Vec<String>,
+    /// Host devices it may move into containers and back (host-device).
+    pub host_devices: Vec<String>,
+    /// Sysctls it may set in the host netns (container netns sysctls are the container's).
+    pub sysctls: Vec<String>,
+    /// IPAM types it may delegate to.
+    pub ipam_types: Vec<String>,
+    /// Whether a delegated IPAM plugin may be a native executable.
+    pub native_exec: bool,
+}
+
+impl Default for Grants {
+    /// Nothing beyond the container netns.
+    fn default() -> Self {
+        Grants::new([])
+    }
+}
+
+impl Grants {
+    /// Exactly these capabilities, with no further restriction on what they reach.
+    pub fn new(granted: impl IntoIterator<Item = Capability>) -> Grants {
+        let any = || vec!["*".to_string()];
+        Grants {
+            granted: granted.into_iter().collect(),
+            host_links: any(),
+            host_devices: any(),
+            sysctls: any(),
+            ipam_types: any(),
+            native_exec: false,
+        }
+    }
+
+    pub fn allows(&self, cap: Capability) -> bool {
+        self.granted.contains(&cap)
+    }
+}
+
+/// Shell-style match with `*` (any run of characters) only.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some((b'*', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes())
+}
+
+/// True when any pattern matches.
+pub fn matches_any(patterns: &[String], text: &str) -> bool {
+    patterns.iter().any(|p| glob_match(p, text))
+}
+
+/// One plugin's entry in the policy file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PluginPolicy {
+    /// The module's sha256 (hex): a module with another digest is refused.
+    pub sha256: Option<String>,
+    /// Capabilities it may have (what it declares must be a subset).
+    pub capabilities: Option<Vec<String>>,
+    pub host_links: Option<Vec<String>>,
+    pub host_devices: Option<Vec<String>>,
+    pub sysctls: Option<Vec<String>>,
+    pub ipam: Option<Vec<String>>,
+    pub native_exec: Option<bool>,
+    pub timeout_ms: Option<u64>,
+    pub memory_mib: Option<usize>,
+    pub output_kib: Option<usize>,
+}
+
+/// Where audit lines go.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditPolicy {
+    /// A file to append audit lines to; stderr when absent.
+    pub file: Option<PathBuf>,
+}
+
+/// The policy file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Applies to plugins without an entry of their own, and fills in what an entry omits.
+    #[serde(default)]
+    pub defaults: PluginPolicy,
+    /// Plugins with no entry are refused when this is true (a closed node).
+    #[serde(default, rename = "require-entry")]
+    pub require_entry: bool,
+    #[serde(default)]
+    pub audit: AuditPolicy,
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginPolicy>,
+}
+
+/// Why a plugin may not run (every message names the cause for an operator).
+pub type Refusal = String;
+
+impl Policy {
+    /// The node's policy: `None` when there is no policy file (safe defaults apply), an error
+    /// when it exists but cannot be used (fail closed).
+    pub fn load() -> Result<Option<Policy>, String> {
+        let path = std::env::var_os("WASM_CNI_POLICY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY));
+        Policy::load_from(&path)
+    }
+
+    pub fn load_from(path: &Path) -> Result<Option<Policy>, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("policy {}: {e}", path.display())),
+        };
+        Policy::parse(&text)
+            .map(Some)
+            .map_err(|e| format!("policy {}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Policy, String> {
+        let policy: Policy = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+        for (name, entry) in std::iter::once(("defaults", &policy.defaults))
+            .chain(policy.plugins.iter().map(|(n, e)| (n.as_str(), e)))
+        {
+            for cap in entry.capabilities.iter().flatten() {
+                if Capability::parse(cap).is_none() {
+                    return Err(format!("[{name}]: unknown capability {cap:?}"));
+                }
+            }
+            if let Some(sha) = &entry.sha256 {
+                if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(format!("[{name}]: sha256 must be 64 hex digits"));
+                }
+            }
+        }
+        Ok(policy)
+    }
+
+    /// The entry that applies to `plugin`, with the defaults filled in.
+    fn entry(&self, plugin: &str) -> Option<PluginPolicy> {
+        let d = &self.defaults;
+        let Some(p) = self.plugins.get(plugin) else {
+            return (!self.require_entry).then(|| d.clone());
+        };
+        Some(PluginPolicy {
+            sha256: p.sha256.clone(),
+            capabilities: p.capabilities.clone().or_else(|| d.capabilities.clone()),
+            host_links: p.host_links.clone().or_else(|| d.host_links.clone()),
+            host_devices: p.host_devices.clone().or_else(|| d.host_devices.clone()),
+            sysctls: p.sysctls.clone().or_else(|| d.sysctls.clone()),
+            ipam: p.ipam.clone().or_else(|| d.ipam.clone()),
+            native_exec: p.native_exec.or(d.native_exec),
+            timeout_ms: p.timeout_ms.or(d.timeout_ms),
+            memory_mib: p.memory_mib.or(d.memory_mib),
+            output_kib: p.output_kib.or(d.output_kib),
+        })
+    }
+}
+
+/// Decide what `plugin` (module digest `sha256`, declaring `declared`) is granted and how it
+/// is limited, or why it may not run at all.
+pub fn decide(
+    policy: Option<&Policy>,
+    plugin: &str,
+    sha256: &str,
+    declared: &[String],
+) -> Result<(Grants, Limits), Refusal> {
+    let declared: Vec<Capability> = declared
+        .iter()
+        .map(|n| {
+            Capability::parse(n)
+                .ok_or_else(|| format!("plugin {plugin} declares unknown capability {n:?}"))
+        })
+        .collect::<Result<_, _>>()?;
+    let Some(policy) = policy else {
+        return Ok((Grants::new(declared), Limits::default()));
+    };
+    let entry = policy.entry(plugin).ok_or_else(|| {
+        format!("plugin {plugin} has no entry in the node policy (require-entry is set)")
+    })?;
+    if let Some(pin) = &entry.sha256 {
+        if !pin.eq_ignore_ascii_case(sha256) {
+            return Err(format!("plugin {plugin}: module digest sha256:{sha256} does not match the policy's pin sha256:{pin}"));
+        }
+    }
+    if let Some(allowed) = &entry.capabilities {
+        if let Some(missing) = declared
+            .iter()
+            .find(|c| !allowed.iter().any(|a| a == c.name()))
+        {
+            return Err(format!(
+                "plugin {plugin} needs the {} capability, which the node policy does not grant",
+                missing.name()
+            ));
+        }
+    }
+    let defaults = Grants::new([]);
+    let host_links = entry.host_links.unwrap_or(defaults.host_links);
+    let grants = Grants {
+        granted: declared,
+        // Devices a plugin may move are links it may touch; unset, they are its host links.
+        host_devices: entry.host_devices.unwrap_or_else(|| host_links.clone()),
+        host_links,
+        sysctls: entry.sysctls.unwrap_or(defaults.sysctls),
+        ipam_types: entry.ipam.unwrap_or(defaults.ipam_types),
+        native_exec: entry.native_exec.unwrap_or(false),
+    };
+    let base = Limits::default();
+    let limits = Limits {
+        timeout: entry
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(base.timeout),
+        memory_bytes: entry
+            .memory_mib
+            .map(|m| m << 20)
+            .unwrap_or(base.memory_bytes),
+        output_bytes: entry
+            .output_kib
+            .map(|k| k << 10)
+            .unwrap_or(base.output_bytes),
+    };
+    Ok((grants, limits))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const SHA: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    fn caps(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
-    fn declared_capabilities_are_granted_and_unknown_ones_refused() {
-        let g = Grants::declared(&["host-netns".into(), "ipam".into()]).unwrap();
+    fn without_a_policy_a_module_gets_what_it_declares() {
+        let (g, l) = decide(None, "bridge", SHA, &caps(&["host-netns", "ipam"])).unwrap();
         assert!(g.allows(Capability::HostNetns) && g.allows(Capability::Ipam));
         assert!(!g.allows(Capability::Firewall) && !g.allows(Capability::IpStore));
+        assert!(!g.native_exec);
+        assert_eq!(l, Limits::default());
+        let e = decide(None, "x", SHA, &caps(&["root"])).unwrap_err();
+        assert_eq!(e, "plugin x declares unknown capability \"root\"");
+    }
+
+    #[test]
+    fn policy_grants_the_intersection_and_refuses_more() {
+        let p = Policy::parse(
+            r#"
+            [defaults]
+            capabilities = []
+            timeout-ms = 500
+
+            [plugins.bridge]
+            capabilities = ["host-netns", "ipam", "firewall"]
+            host-links = ["cni*", "veth*"]
+            sysctls = ["net.ipv4.ip_forward"]
+            ipam = ["host-local"]
+            memory-mib = 32
+            "#,
+        )
+        .unwrap();
+        let (g, l) = decide(Some(&p), "bridge", SHA, &caps(&["host-netns", "ipam"])).unwrap();
+        assert!(g.allows(Capability::HostNetns) && !g.allows(Capability::Firewall));
+        assert_eq!(g.host_links, caps(&["cni*", "veth*"]));
         assert_eq!(
-            Grants::declared(&["root".into()]).unwrap_err(),
-            "unknown capability \"root\""
+            g.host_devices, g.host_links,
+            "unset host-devices follow host-links"
         );
-        assert!(!Grants::default().allows(Capability::HostNetns));
+        assert_eq!(g.ipam_types, caps(&["host-local"]));
+        assert_eq!(l.timeout, Duration::from_millis(500));
+        assert_eq!(l.memory_bytes, 32 << 20);
+        let e = decide(Some(&p), "thirdparty", SHA, &caps(&["host-netns"])).unwrap_err();
+        assert_eq!(e, "plugin thirdparty needs the host-netns capability, which the node policy does not grant");
+        assert!(decide(Some(&p), "thirdparty", SHA, &[]).is_ok());
+    }
+
+    #[test]
+    fn pins_and_required_entries() {
+        let p = Policy::parse(&format!(
+            "require-entry = true\n[plugins.loopback]\nsha256 = \"{SHA}\"\n"
+        ))
+        .unwrap();
+        assert!(decide(Some(&p), "loopback", SHA, &[]).is_ok());
+        let other = "b".repeat(64);
+        let e = decide(Some(&p), "loopback", &other, &[]).unwrap_err();
+        assert!(e.contains("does not match the policy's pin"), "{e}");
+        let e = decide(Some(&p), "bridge", SHA, &[]).unwrap_err();
+        assert!(e.contains("no entry in the node policy"), "{e}");
+    }
+
+    #[test]
+    fn malformed_policies_are_errors() {
+        assert!(Policy::parse("[plugins.x]\ncapabilities = [\"root\"]")
+            .unwrap_err()
+            .contains("unknown capability"));
+        assert!(Policy::parse("[plugins.x]\nsha256 = \"abc\"")
+            .unwrap_err()
+            .contains("64 hex"));
+        assert!(Policy::parse("[plugins.x]\nfrobnicate = 1")
+            .unwrap_err()
+            .contains("unknown field"));
+        assert!(Policy::parse("this is not toml").is_err());
+    }
+
+    #[test]
+    fn a_missing_file_means_no_policy_and_an_unreadable_one_is_an_error() {
+        assert_eq!(
+            Policy::load_from(Path::new("/nonexistent/policy.toml")),
+            Ok(None)
+        );
+        assert!(
+            Policy::load_from(Path::new("/proc/self/mem")).is_err()
+                || Policy::load_from(Path::new("/")).is_err()
+        );
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("veth*", "veth1a2b3c4d"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match(
+            "net.ipv6.conf.*.accept_dad",
+            "net.ipv6.conf.eth0.accept_dad"
+        ));
+        assert!(!glob_match("cni*", "eth0"));
+        assert!(!glob_match("lo", "lo0"));
     }
 }

@@ -292,6 +292,10 @@ impl ScratchInstall {
             if ty.is_symlink() {
                 let target = std::fs::read_link(entry.path()).expect("read link");
                 std::os::unix::fs::symlink(target, &dest).expect("symlink");
+            } else if entry.file_name().to_string_lossy().starts_with("wasm-cni") {
+                // Hard links, not copies: a copy is open for writing while parallel tests
+                // fork, and exec'ing it then fails with ETXTBSY.
+                std::fs::hard_link(entry.path(), &dest).expect("hard link");
             } else {
                 std::fs::copy(entry.path(), &dest).expect("copy");
             }

@@ -1,78 +1,216 @@
-//! The sandbox holds: a guest that misbehaves is stopped with a CNI error, the host's network
-//! is untouched, and the next invocation works.
+//! The sandbox and the node policy hold: a guest that misbehaves is stopped with a CNI error,
+//! what it may touch is what the policy grants, the host's network is untouched, and the next
+//! invocation works. The hostile guest always runs with a throwaway namespace as its host.
 
-use std::process::Command;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use wasm_cni_tests::{Cni, Netns, ScratchInstall};
+use wasm_cni_tests::{Cni, Exec, Netns, ScratchInstall};
 
 fn hostile(mode: &str) -> String {
     format!(r#"{{"cniVersion":"1.0.0","name":"testnet","type":"hostile","mode":"{mode}"}}"#)
 }
 
-fn host_links() -> String {
-    let out = Command::new("ip")
-        .args(["-o", "link", "show"])
-        .output()
-        .expect("ip link");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// A policy file, removed on drop.
+struct PolicyFile(PathBuf);
+
+impl PolicyFile {
+    fn new(text: &str) -> PolicyFile {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("wcni-policy-{}-{n}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        PolicyFile(path)
+    }
 }
 
-fn run(s: &ScratchInstall, mode: &str) -> (u64, String) {
-    let ns = Netns::new();
-    Cni::new("ADD", &ns.path())
-        .run_in(&s.dir, "hostile", &hostile(mode))
-        .err()
+impl Drop for PolicyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
-fn next_invocation_works(s: &ScratchInstall) {
-    let ns = Netns::new();
-    let out = Cni::new("ADD", &ns.path()).run_in(&s.dir, "hostile", &hostile("ok"));
-    assert_eq!(out.status, 0, "{out:?}");
-    assert!(ns.link_state("lo").0);
+struct Setup {
+    install: ScratchInstall,
+    host: Netns,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let install = ScratchInstall::new();
+        install.add_guest("hostile");
+        Setup {
+            install,
+            host: Netns::new(),
+        }
+    }
+
+    fn run(&self, mode: &str, policy: Option<&PolicyFile>) -> Exec {
+        let container = Netns::new();
+        let mut cni = Cni::new("ADD", &container.path()).with_host(&self.host);
+        if let Some(p) = policy {
+            cni = cni.set("WASM_CNI_POLICY", &p.0.display().to_string());
+        }
+        cni.run_in(&self.install.dir, "hostile", &hostile(mode))
+    }
+
+    fn host_links(&self) -> Vec<String> {
+        let links = self.host.ip_json(&["link", "show"]);
+        links
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["ifname"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn next_invocation_works(&self, policy: Option<&PolicyFile>) {
+        let out = self.run("ok", policy);
+        assert_eq!(out.status, 0, "{out:?}");
+    }
 }
 
 #[test]
-fn an_undeclared_host_netns_is_denied_and_the_host_is_untouched() {
-    let s = ScratchInstall::new();
-    s.add_guest("hostile");
-    let before = host_links();
-    let (code, msg) = run(&s, "host-netns");
+fn a_declared_capability_is_granted_without_a_policy() {
+    let s = Setup::new();
+    let out = s.run("host-netns", None);
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(
+        s.host_links().contains(&"pwned".to_string()),
+        "{:?}",
+        s.host_links()
+    );
+    assert!(
+        out.stderr.contains(r#""op":"link-rename""#),
+        "the change is audited: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_policy_that_does_not_grant_a_declared_capability_refuses_the_module() {
+    let s = Setup::new();
+    let policy = PolicyFile::new("[plugins.hostile]\ncapabilities = []\n");
+    let (code, msg) = s.run("host-netns", Some(&policy)).err();
+    assert_eq!(code, 100, "{msg}");
+    assert_eq!(
+        msg,
+        "plugin hostile needs the host-netns capability, which the node policy does not grant"
+    );
+    assert!(s.host_links().contains(&"lo".to_string()));
+}
+
+#[test]
+fn host_links_outside_the_allowed_patterns_are_denied_at_the_call() {
+    let s = Setup::new();
+    let audit = PolicyFile::new("");
+    let policy = PolicyFile::new(&format!(
+        "[audit]\nfile = \"{}\"\n[plugins.hostile]\ncapabilities = [\"host-netns\"]\nhost-links = [\"cni*\", \"veth*\"]\n",
+        audit.0.display()
+    ));
+    let (code, msg) = s.run("host-netns", Some(&policy)).err();
     assert_eq!(code, 100, "{msg}");
     assert!(
-        msg.contains("not granted the host-netns capability"),
+        msg.contains(r#"may not link-set-alias"#) || msg.contains("may not link-rename"),
         "{msg}"
     );
-    assert_eq!(host_links(), before, "the host's links changed");
-    next_invocation_works(&s);
+    assert!(msg.contains(r#"host link "lo""#), "{msg}");
+    assert_eq!(
+        s.host_links(),
+        vec!["lo".to_string()],
+        "the host namespace is unchanged"
+    );
+    let log = std::fs::read_to_string(&audit.0).unwrap();
+    assert!(
+        log.contains(r#""outcome":"denied""#) && log.contains(r#""plugin":"hostile""#),
+        "{log}"
+    );
+    s.next_invocation_works(Some(&policy));
+}
+
+#[test]
+fn a_malformed_policy_fails_closed() {
+    let s = Setup::new();
+    let policy = PolicyFile::new("[plugins.hostile]\ncapabilities = \"all\"\n");
+    let (code, msg) = s.run("ok", Some(&policy)).err();
+    assert_eq!(code, 100, "{msg}");
+    assert!(
+        msg.contains(&policy.0.display().to_string()),
+        "the message names the file: {msg}"
+    );
+    assert!(
+        msg.contains("no plugin runs until the policy is fixed"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_module_that_does_not_match_its_pin_is_refused() {
+    let s = Setup::new();
+    let policy = PolicyFile::new(&format!(
+        "[plugins.hostile]\nsha256 = \"{}\"\n",
+        "0".repeat(64)
+    ));
+    let (code, msg) = s.run("ok", Some(&policy)).err();
+    assert_eq!(code, 100, "{msg}");
+    assert!(msg.contains("does not match the policy's pin"), "{msg}");
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_at_the_timeout() {
+    let s = Setup::new();
+    let policy = PolicyFile::new("[plugins.hostile]\ntimeout-ms = 300\n");
+    let started = Instant::now();
+    let (code, msg) = s.run("loop", Some(&policy)).err();
+    assert_eq!(code, 102, "{msg}");
+    assert!(msg.contains("exceeded its time limit of 300 ms"), "{msg}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped near the deadline"
+    );
+    s.next_invocation_works(Some(&policy));
 }
 
 #[test]
 fn deep_recursion_is_trapped() {
-    let s = ScratchInstall::new();
-    s.add_guest("hostile");
-    let (code, msg) = run(&s, "recurse");
+    let s = Setup::new();
+    let (code, msg) = s.run("recurse", None).err();
     assert_eq!(code, 102, "{msg}");
     assert!(msg.contains("exhausted its stack"), "{msg}");
     assert!(msg.len() < 200, "the message is for operators: {msg}");
-    next_invocation_works(&s);
+    s.next_invocation_works(None);
 }
 
 #[test]
 fn a_memory_bomb_is_capped() {
-    let s = ScratchInstall::new();
-    s.add_guest("hostile");
-    let (code, msg) = run(&s, "alloc");
+    let s = Setup::new();
+    let policy = PolicyFile::new("[plugins.hostile]\nmemory-mib = 32\n");
+    let (code, msg) = s.run("alloc", Some(&policy)).err();
     assert_eq!(code, 102, "{msg}");
-    assert!(msg.contains("exceeded its memory limit"), "{msg}");
-    next_invocation_works(&s);
+    assert!(msg.contains("exceeded its memory limit of 32 MiB"), "{msg}");
+    s.next_invocation_works(Some(&policy));
+}
+
+#[test]
+fn an_output_flood_is_capped() {
+    let s = Setup::new();
+    let policy = PolicyFile::new("[plugins.hostile]\noutput-kib = 64\n");
+    let out = s.run("flood", Some(&policy));
+    let (code, msg) = out.err();
+    assert_eq!(code, 102, "{msg}");
+    assert!(
+        out.stderr.len() < 1 << 20,
+        "the host log stays bounded: {} bytes",
+        out.stderr.len()
+    );
+    s.next_invocation_works(Some(&policy));
 }
 
 #[test]
 fn a_panic_is_a_cni_error_and_its_message_reaches_the_log() {
-    let s = ScratchInstall::new();
-    s.add_guest("hostile");
-    let ns = Netns::new();
-    let out = Cni::new("ADD", &ns.path()).run_in(&s.dir, "hostile", &hostile("panic"));
+    let s = Setup::new();
+    let out = s.run("panic", None);
     let (code, msg) = out.err();
     assert_eq!(code, 102, "{msg}");
     assert!(
@@ -84,9 +222,8 @@ fn a_panic_is_a_cni_error_and_its_message_reaches_the_log() {
 
 #[test]
 fn a_result_that_breaks_the_protocol_is_refused() {
-    let s = ScratchInstall::new();
-    s.add_guest("hostile");
-    let (code, msg) = run(&s, "bad-result");
+    let s = Setup::new();
+    let (code, msg) = s.run("bad-result", None).err();
     assert_eq!(code, 103, "{msg}");
     assert!(msg.contains("nonexistent interface"), "{msg}");
 }

@@ -53,7 +53,7 @@ impl Caps {
         verb: Verb,
         config: String,
     ) -> Result<Option<CniResult>, CniError> {
-        let denied = |m: String| CniError::new(100, m, "");
+        let denied = |m: String| CniError::new(crate::sandbox::codes::DENIED, m, "");
         self.require(Capability::Ipam, "ipam-delegate")
             .map_err(denied)?;
         if plugin_type.is_empty() || plugin_type.contains('/') || plugin_type.starts_with('.') {
@@ -68,6 +68,13 @@ impl Caps {
             Verb::Del => Command::Del,
             Verb::Check => Command::Check,
         };
+        if !crate::policy::matches_any(&self.grants.ipam_types, plugin_type) {
+            self.audit("ipam-delegate", plugin_type, "denied");
+            return Err(denied(format!(
+                "plugin {:?} may not delegate to IPAM type {plugin_type:?}: the node policy allows {:?}",
+                self.logger.plugin, self.grants.ipam_types
+            )));
+        }
         let path = find_plugin(&self.req.path, plugin_type).ok_or_else(|| {
             CniError::new(
                 codes::INTERNAL,
@@ -88,7 +95,15 @@ impl Caps {
             req.config = conf;
             let plugin = Plugin::from_argv0(&path.to_string_lossy(), None);
             let logger = Logger::new(&plugin.name, &req.container_id);
-            let answer = plugin::run_request(&self.engine, &plugin, Arc::new(req.clone()), &logger);
+            let mut logger = logger;
+            logger.audit_file = self.logger.audit_file.clone();
+            let answer = plugin::run_request(
+                &self.engine,
+                &plugin,
+                Arc::new(req.clone()),
+                self.policy.as_ref(),
+                &logger,
+            );
             self.audit(
                 "ipam-delegate",
                 &target,
@@ -100,6 +115,14 @@ impl Caps {
                 Answer::Nothing => None,
             }
         } else {
+            if !self.grants.native_exec {
+                self.audit("ipam-exec", &path.display().to_string(), "denied");
+                return Err(denied(format!(
+                    "plugin {:?} may not exec the native IPAM plugin {}: set native-exec = true for it in the node policy",
+                    self.logger.plugin,
+                    path.display()
+                )));
+            }
             let out = self.exec_native(&path, command, &config);
             self.audit(
                 "ipam-exec",

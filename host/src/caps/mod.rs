@@ -19,7 +19,7 @@ use wasmtime::Engine;
 
 use crate::cni::Request;
 use crate::log::{Level, Logger};
-use crate::policy::{Capability, Grants};
+use crate::policy::{Capability, Grants, Policy};
 use crate::sandbox::bindings::wasm_cni::plugin::{log as wit_log, types as wit_types};
 
 pub use netns::Netns;
@@ -37,6 +37,10 @@ pub struct Caps {
     req: Arc<Request>,
     /// The engine, for running a wasm IPAM plugin in-process.
     engine: Engine,
+    /// The node policy, for the IPAM plugin this one delegates to.
+    policy: Option<Policy>,
+    /// (dev, inode) of the host netns: operations there are checked against the grants.
+    host_id: Option<(u64, u64)>,
 }
 
 impl Caps {
@@ -44,9 +48,14 @@ impl Caps {
         rt: Arc<Runtime>,
         engine: Engine,
         req: Arc<Request>,
+        policy: Option<Policy>,
         grants: Grants,
         logger: Logger,
     ) -> Caps {
+        use std::os::unix::fs::MetadataExt;
+        let host_id = std::fs::metadata("/proc/thread-self/ns/net")
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
         Caps {
             table: ResourceTable::new(),
             rt,
@@ -54,7 +63,32 @@ impl Caps {
             logger,
             req,
             engine,
+            policy,
+            host_id,
         }
+    }
+
+    /// Whether `ns` is the host's namespace.
+    fn is_host(&self, ns: &Netns) -> bool {
+        self.host_id.is_some() && ns.id().ok() == self.host_id
+    }
+
+    /// Denied unless `name` matches one of `patterns` (named `what` in the message); audited.
+    fn require_match(
+        &self,
+        patterns: &[String],
+        what: &str,
+        name: &str,
+        op: &str,
+    ) -> Result<(), String> {
+        if crate::policy::matches_any(patterns, name) {
+            return Ok(());
+        }
+        self.audit(op, name, "denied");
+        Err(format!(
+            "plugin {:?} may not {op} {what} {name:?}: the node policy allows {patterns:?}",
+            self.logger.plugin
+        ))
     }
 
     /// Hand a namespace to the guest.
@@ -81,20 +115,7 @@ impl Caps {
 
     /// One audit line per privileged operation: who, what, on what, and how it ended.
     fn audit(&self, op: &str, target: &str, outcome: &str) {
-        let level = if outcome == "ok" {
-            Level::Info
-        } else {
-            Level::Warn
-        };
-        self.logger.log(
-            level,
-            "audit",
-            &[
-                ("op", op.into()),
-                ("target", target.into()),
-                ("outcome", outcome.into()),
-            ],
-        );
+        self.logger.audit(op, target, outcome);
     }
 }
 

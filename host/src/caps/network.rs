@@ -295,6 +295,37 @@ impl Caps {
         }
     }
 
+    /// In the host netns a link may only be touched when its name matches the policy's
+    /// `host-links` or `host-devices`; the container's own links are the plugin's to change.
+    fn guard_name(&self, ns: &Netns, name: &str, op: &str) -> NetResult<()> {
+        if !self.is_host(ns) {
+            return Ok(());
+        }
+        let mut patterns = self.grants.host_links.clone();
+        patterns.extend(
+            self.grants
+                .host_devices
+                .iter()
+                .filter(|d| !self.grants.host_links.contains(d))
+                .cloned(),
+        );
+        self.require_match(&patterns, "host link", name, op)
+            .map_err(|m| error(ErrorKind::Denied, m))
+    }
+
+    /// [`Self::guard_name`] for a link handle.
+    fn guard_link(&self, res: &Resource<LinkRes>, op: &str) -> NetResult<()> {
+        let (ns, index) = self.link(res)?;
+        if !self.is_host(&ns) {
+            return Ok(());
+        }
+        let name = self
+            .get_link(&ns, Some(index), None)?
+            .map(|m| link_info(&m).name)
+            .ok_or_else(|| error(ErrorKind::NotFound, format!("link #{index} is gone")))?;
+        self.guard_name(&ns, &name, op)
+    }
+
     fn all_links(&self, ns: &Netns) -> NetResult<Vec<LinkMessage>> {
         self.block_on(ns.handle().link().get().execute().try_collect())
             .map_err(|e| nl_error("list links", e))
@@ -307,6 +338,7 @@ impl Caps {
         op: &str,
         build: impl FnOnce(LinkMessageBuilder<LinkUnspec>) -> LinkMessageBuilder<LinkUnspec>,
     ) -> NetResult<()> {
+        self.guard_link(res, op)?;
         let (ns, index) = self.link(res)?;
         let msg = build(LinkUnspec::new_with_index(index)).build();
         let target = format!("{}#{index}", ns.path().display());
@@ -456,6 +488,11 @@ impl network::HostNetns for Caps {
         mtu: Option<u32>,
         mac: Option<String>,
     ) -> NetResult<(Resource<LinkRes>, Resource<LinkRes>)> {
+        {
+            let (here, there) = (self.netns(&ns)?, self.netns(&peer_ns)?);
+            self.guard_name(&here, &name, "veth-create")?;
+            self.guard_name(&there, &peer_name, "veth-create")?;
+        }
         use std::os::fd::AsRawFd;
         let (ns, peer_ns) = (self.netns(&ns)?, self.netns(&peer_ns)?);
         valid_name(&name)?;
@@ -505,6 +542,10 @@ impl network::HostNetns for Caps {
         mtu: Option<u32>,
         vlan_filtering: bool,
     ) -> NetResult<Resource<LinkRes>> {
+        {
+            let here = self.netns(&ns)?;
+            self.guard_name(&here, &name, "bridge-create")?;
+        }
         let ns = self.netns(&ns)?;
         valid_name(&name)?;
         let mut b = LinkBridge::new(&name);
@@ -562,6 +603,15 @@ impl network::HostNetns for Caps {
     }
 
     fn sysctl_set(&mut self, ns: Resource<NetnsRes>, key: String, value: String) -> NetResult<()> {
+        {
+            let here = self.netns(&ns)?;
+            if self.is_host(&here) {
+                let dotted = key.replace('/', ".");
+                let sysctls = self.grants.sysctls.clone();
+                self.require_match(&sysctls, "host sysctl", &dotted, "sysctl-set")
+                    .map_err(|m| error(ErrorKind::Denied, m))?;
+            }
+        }
         let ns = self.netns(&ns)?;
         let path = sysctl_path(&key)?;
         if value.contains('\n') || value.len() > 64 {
@@ -606,6 +656,7 @@ impl network::HostLink for Caps {
     }
 
     fn address_add(&mut self, link: Resource<LinkRes>, address: String) -> NetResult<()> {
+        self.guard_link(&link, "address-add")?;
         let (ns, index) = self.link(&link)?;
         let net = parse_net("address", &address)?;
         let r = self
@@ -625,6 +676,7 @@ impl network::HostLink for Caps {
     }
 
     fn address_del(&mut self, link: Resource<LinkRes>, address: String) -> NetResult<()> {
+        self.guard_link(&link, "address-del")?;
         let (ns, index) = self.link(&link)?;
         parse_net("address", &address)?;
         let msg = self
@@ -649,6 +701,7 @@ impl network::HostLink for Caps {
     }
 
     fn route_add(&mut self, link: Resource<LinkRes>, route: RouteSpec) -> NetResult<()> {
+        self.guard_link(&link, "route-add")?;
         let (ns, index) = self.link(&link)?;
         let msg = route_message(index, &route)?;
         let what = format!(
@@ -668,6 +721,7 @@ impl network::HostLink for Caps {
     }
 
     fn route_del(&mut self, link: Resource<LinkRes>, route: RouteSpec) -> NetResult<()> {
+        self.guard_link(&link, "route-del")?;
         let (ns, index) = self.link(&link)?;
         let msg = route_message(index, &route)?;
         let what = format!(
@@ -729,6 +783,9 @@ impl network::HostLink for Caps {
     }
 
     fn rename(&mut self, link: Resource<LinkRes>, name: String) -> NetResult<()> {
+        self.guard_link(&link, "link-rename")?;
+        let (ns, _) = self.link(&link)?;
+        self.guard_name(&ns, &name, "link-rename")?;
         valid_name(&name)?;
         self.change(&link, "link-rename", |b| b.name(name))
     }
@@ -739,6 +796,24 @@ impl network::HostLink for Caps {
         ns: Resource<NetnsRes>,
         new_name: Option<String>,
     ) -> NetResult<()> {
+        {
+            let (from, index) = self.link(&link)?;
+            let to = self.netns(&ns)?;
+            let current = self
+                .get_link(&from, Some(index), None)?
+                .map(|m| link_info(&m).name)
+                .unwrap_or_default();
+            let devices = self.grants.host_devices.clone();
+            if self.is_host(&from) {
+                self.require_match(&devices, "host device", &current, "move")
+                    .map_err(|m| error(ErrorKind::Denied, m))?;
+            }
+            if self.is_host(&to) {
+                let arriving = new_name.clone().unwrap_or(current);
+                self.require_match(&devices, "host device", &arriving, "move")
+                    .map_err(|m| error(ErrorKind::Denied, m))?;
+            }
+        }
         use std::os::fd::AsRawFd;
         let target = self.netns(&ns)?;
         let (from, index) = self.link(&link)?;
@@ -771,6 +846,7 @@ impl network::HostLink for Caps {
     }
 
     fn delete(&mut self, link: Resource<LinkRes>) -> NetResult<()> {
+        self.guard_link(&link, "link-delete")?;
         let (ns, index) = self.link(&link)?;
         let r = self
             .block_on(ns.handle().link().del(index).execute())
@@ -789,6 +865,7 @@ impl network::HostLink for Caps {
         hairpin: Option<bool>,
         isolated: Option<bool>,
     ) -> NetResult<()> {
+        self.guard_link(&link, "bridge-port-set")?;
         let (ns, index) = self.link(&link)?;
         let mut b = LinkBridgePort::new(index);
         if let Some(h) = hairpin {
@@ -816,6 +893,7 @@ impl network::HostLink for Caps {
         untagged: bool,
         on_bridge: bool,
     ) -> NetResult<()> {
+        self.guard_link(&link, "bridge-vlan-add")?;
         let (ns, index) = self.link(&link)?;
         let mut flags = BridgeVlanInfoFlags::empty();
         if pvid {
@@ -845,6 +923,7 @@ impl network::HostLink for Caps {
         vid: u16,
         on_bridge: bool,
     ) -> NetResult<()> {
+        self.guard_link(&link, "bridge-vlan-del")?;
         let (ns, index) = self.link(&link)?;
         let mut b = LinkBridgeVlan::new(index).vlan(vid, BridgeVlanInfoFlags::empty());
         if on_bridge {

@@ -14,6 +14,8 @@ use crate::policy::Limits;
 
 /// CNI error codes of the host (plugin-specific range, >= 100).
 pub mod codes {
+    /// The node policy refuses the plugin or one of its operations.
+    pub const DENIED: u32 = 100;
     /// The module or its artifact is missing, corrupt or not a CNI plugin.
     pub const MODULE_UNAVAILABLE: u32 = 101;
     /// The guest was stopped: a trap or an exceeded limit (time, memory, stack, output).

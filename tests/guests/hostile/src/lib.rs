@@ -1,5 +1,6 @@
-//! A hostile guest for tests: the config's `mode` picks the misbehaviour. It declares no
-//! capabilities, so anything beyond the container netns must be denied by the host.
+//! A hostile guest for tests: the config's `mode` picks the misbehaviour. It declares the
+//! host-netns capability, so the node policy decides what it may touch there. Tests run it
+//! with a throwaway namespace as its "host", never the real one.
 
 use serde::Deserialize;
 use wasm_cni_sdk::{codes, CniError, CniResult, Context, IpConfig, Netns, Plugin};
@@ -25,7 +26,7 @@ fn recurse(depth: u64) -> u64 {
 fn misbehave(ctx: &Context, netns: &Netns) -> Result<CniResult, CniError> {
     let conf: Conf = ctx.config()?;
     match conf.mode.as_str() {
-        // Asks for the host's namespace without declaring it, then renames the host's `lo`.
+        // Renames the host's `lo`.
         "host-netns" => {
             let host = wasm_cni_sdk::host_netns()?;
             host.require_link("lo")?.rename("pwned")?;
@@ -43,6 +44,12 @@ fn misbehave(ctx: &Context, netns: &Netns) -> Result<CniResult, CniError> {
             }
         }
         "panic" => panic!("hostile guest panics on purpose"),
+        "loop" => loop {
+            std::hint::black_box(0u64);
+        },
+        "flood" => loop {
+            eprintln!("{}", "flood ".repeat(1000));
+        },
         "bad-result" => Ok(CniResult {
             ips: vec![IpConfig {
                 address: "10.0.0.1/24".parse().unwrap(),
@@ -78,4 +85,4 @@ impl Plugin for Hostile {
     }
 }
 
-wasm_cni_sdk::export_plugin!(Hostile);
+wasm_cni_sdk::export_plugin!(Hostile, capabilities = ["host-netns"]);
