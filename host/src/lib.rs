@@ -10,8 +10,10 @@
 //! - [`policy`]: what a guest is granted and the limits it runs under.
 //! - [`plugin`]: one CNI exec, from argv[0] to the JSON on stdout.
 //! - [`log`]: the host's structured log.
+//! - [`cli`]: operator tooling (`inspect`, `validate`).
 
 pub mod caps;
+pub mod cli;
 pub mod cni;
 pub mod log;
 pub mod plugin;

@@ -99,3 +99,47 @@ impl Logger {
         text
     }
 }
+
+/// Where an exec spends its time: with `WASM_CNI_TRACE=1` the host marks each phase and the
+/// invocation line carries `phases_us` (microseconds per phase, in order). Off, a mark costs
+/// one thread-local check.
+pub mod trace {
+    use std::cell::RefCell;
+    use std::time::Instant;
+
+    use serde_json::{Map, Value};
+
+    thread_local! {
+        static MARKS: RefCell<Option<Vec<(&'static str, Instant)>>> = const { RefCell::new(None) };
+    }
+
+    /// Start tracing this thread if `WASM_CNI_TRACE` is set.
+    pub fn start() {
+        if std::env::var_os("WASM_CNI_TRACE").is_some() {
+            MARKS.with(|m| *m.borrow_mut() = Some(vec![("start", Instant::now())]));
+        }
+    }
+
+    /// The phase `name` ended now.
+    pub fn mark(name: &'static str) {
+        MARKS.with(|m| {
+            if let Some(v) = m.borrow_mut().as_mut() {
+                v.push((name, Instant::now()));
+            }
+        });
+    }
+
+    /// The phases so far, each with its duration in microseconds.
+    pub fn phases() -> Option<Value> {
+        MARKS.with(|m| {
+            let marks = m.borrow();
+            let marks = marks.as_ref()?;
+            let mut out = Map::new();
+            for w in marks.windows(2) {
+                let us = w[1].1.duration_since(w[0].1).as_micros() as u64;
+                out.insert(w[1].0.to_string(), Value::from(us));
+            }
+            Some(Value::Object(out))
+        })
+    }
+}

@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! wasm-cni run <module.wasm>     run a module as a CNI plugin (CNI env + stdin)
+//! wasm-cni inspect <plugin>      world, capabilities, digest, artifact and policy of a plugin
+//! wasm-cni validate <conflist>   check a network config list against what is installed
 //! wasm-cni version               print the host's version
 //! ```
 
@@ -13,10 +15,13 @@ use std::process::ExitCode;
 use wasm_cni::plugin::{self, Plugin};
 
 const USAGE: &str = "usage: wasm-cni run <module.wasm>   (CNI_* env and the config on stdin)
+       wasm-cni inspect <plugin | module.wasm>
+       wasm-cni validate <conflist>
        wasm-cni version
 or exec it through a link named after a plugin type, with <type>.wasm beside the link.";
 
 fn main() -> ExitCode {
+    wasm_cni::log::trace::start();
     let args: Vec<String> = std::env::args().collect();
     let argv0 = args.first().map(String::as_str).unwrap_or("wasm-cni");
     let invoked_as = Path::new(argv0)
@@ -26,6 +31,13 @@ fn main() -> ExitCode {
     let plugin = if invoked_as == "wasm-cni" {
         match args.get(1).map(String::as_str) {
             Some("run") if args.len() == 3 => Plugin::from_module(Path::new(&args[2])),
+            Some("inspect") if args.len() == 3 => {
+                return report(wasm_cni::cli::inspect(&args[2]).map(|v| (true, v)));
+            }
+            Some("validate") if args.len() == 3 => {
+                let checked = wasm_cni::cli::validate(Path::new(&args[2]));
+                return report(checked.map(|(ok, findings)| (ok, serde_json::json!(findings))));
+            }
             Some("version") | Some("--version") => {
                 println!("wasm-cni {}", env!("CARGO_PKG_VERSION"));
                 return ExitCode::SUCCESS;
@@ -49,4 +61,25 @@ fn main() -> ExitCode {
     }
     let _ = stdout.flush();
     ExitCode::from(out.status as u8)
+}
+
+/// Print a tool's answer as JSON; exit 1 when it found a problem.
+fn report(answer: Result<(bool, serde_json::Value), String>) -> ExitCode {
+    match answer {
+        Ok((ok, value)) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("wasm-cni: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

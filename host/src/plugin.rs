@@ -12,7 +12,7 @@ use wasmtime::Engine;
 use crate::caps::netns::{Netns, OpenError};
 use crate::caps::Caps;
 use crate::cni::{self, Command, Output, Parsed, Request};
-use crate::log::{Level, Logger};
+use crate::log::{trace, Level, Logger};
 use crate::policy::{self, Policy};
 use crate::sandbox::{self, artifact, Artifact, GuestKind};
 
@@ -80,6 +80,7 @@ pub fn exec(
         // Before a config is read there is no version to answer in: use the newest.
         Err(e) => return Output::error(&e, cni_types::CURRENT_VERSION),
     };
+    trace::mark("protocol");
     let mut logger = Logger::new(&plugin.name, &req.container_id);
     // A policy that exists but cannot be used fails closed: nothing runs.
     let policy = match Policy::load() {
@@ -94,38 +95,33 @@ pub fn exec(
         }
     };
     logger.audit_file = policy.as_ref().and_then(|p| p.audit.file.clone());
+    trace::mark("policy");
     let started = Instant::now();
     let (verb, version) = (req.command.as_str(), req.version.clone());
     let outcome = run(plugin, req, policy.as_ref(), &logger);
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    match outcome {
+    trace::mark("done");
+    let mut fields: Vec<(&str, serde_json::Value)> =
+        vec![("verb", verb.into()), ("ms", ms(elapsed_ms))];
+    let (level, output) = match outcome {
         Ok(stdout) => {
-            logger.log(
-                Level::Info,
-                "invocation",
-                &[
-                    ("verb", verb.into()),
-                    ("ms", ms(elapsed_ms)),
-                    ("outcome", "ok".into()),
-                ],
-            );
-            Output::success(stdout)
+            fields.push(("outcome", "ok".into()));
+            (Level::Info, Output::success(stdout))
         }
         Err(e) => {
-            logger.log(
-                Level::Error,
-                "invocation",
-                &[
-                    ("verb", verb.into()),
-                    ("ms", ms(elapsed_ms)),
-                    ("outcome", "error".into()),
-                    ("code", e.code.into()),
-                    ("error", e.msg.clone().into()),
-                ],
-            );
-            Output::error(&e, &version)
+            fields.extend([
+                ("outcome", "error".into()),
+                ("code", e.code.into()),
+                ("error", e.msg.clone().into()),
+            ]);
+            (Level::Error, Output::error(&e, &version))
         }
+    };
+    if let Some(phases) = trace::phases() {
+        fields.push(("phases_us", phases));
     }
+    logger.log(level, "invocation", &fields);
+    output
 }
 
 fn ms(v: f64) -> serde_json::Value {
@@ -139,6 +135,7 @@ fn run(
     logger: &Logger,
 ) -> Result<String, CniError> {
     let engine = sandbox::engine().map_err(|e| internal(format!("creating the engine: {e:#}")))?;
+    trace::mark("engine");
     let version = req.version.clone();
     Ok(
         match run_request(&engine, plugin, Arc::new(req), policy, logger)? {
@@ -169,6 +166,7 @@ pub fn run_request(
     logger: &Logger,
 ) -> Result<Answer, CniError> {
     let (artifact, digest) = load(engine, plugin, logger)?;
+    trace::mark("artifact");
     let decision = policy::decide(policy, &plugin.name, &digest, &artifact.capabilities);
     let (grants, limits) = decision.map_err(|refusal| {
         logger.audit("start", &plugin.name, "denied");
@@ -186,7 +184,9 @@ pub fn run_request(
                     .build()
                     .map_err(|e| internal(format!("starting the netlink runtime: {e}")))?,
             );
+            trace::mark("runtime");
             let netns = open_netns(&req, &rt)?;
+            trace::mark("netns");
             let caps = Caps::new(
                 rt,
                 engine.clone(),

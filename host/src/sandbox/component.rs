@@ -115,7 +115,9 @@ fn call(
     store.set_epoch_deadline(1);
     let _watchdog = Watchdog::arm(engine, limits.timeout);
 
+    crate::log::trace::mark("link");
     let instance = Plugin::instantiate(&mut store, component, &linker)?;
+    crate::log::trace::mark("instantiate");
     let handler = instance.wasm_cni_plugin_handler();
     let inv = invocation(req)?;
     let ns = match netns {
@@ -133,10 +135,12 @@ fn call(
     };
     let answer = match req.command {
         Command::Add => {
-            return match handler.call_add(&mut store, &inv, required(ns)?)? {
+            let answer = handler.call_add(&mut store, &inv, required(ns)?)?;
+            crate::log::trace::mark("call");
+            return match answer {
                 Ok(result) => Ok(Some(from_wit(result)?)),
                 Err(e) => Err(cni_error(e).into()),
-            }
+            };
         }
         Command::Check => handler.call_check(&mut store, &inv, required(ns)?)?,
         Command::Del => handler.call_del(&mut store, &inv, ns)?,
@@ -144,6 +148,7 @@ fn call(
         Command::Gc => handler.call_gc(&mut store, &inv)?,
         Command::Version => unreachable!("VERSION is answered by the host"),
     };
+    crate::log::trace::mark("call");
     answer.map(|()| None).map_err(|e| cni_error(e).into())
 }
 
