@@ -24,6 +24,7 @@ pub mod firewall;
 pub mod ipam;
 pub mod log;
 mod net;
+pub mod store;
 
 pub use cni_types::{self, codes, CniError, CniResult, Dns, Interface, IpConfig, NetConf, Route};
 pub use context::Context;

@@ -55,8 +55,8 @@ pub fn inspect(arg: &str) -> Result<Value, String> {
         "size": bytes.len(),
         "artifact": {"path": art_path.display().to_string()},
     });
-    match artifact::load(&engine, &art_path, &digest) {
-        Ok(a) => {
+    match artifact::load(&engine, &art_path, &module) {
+        Ok((a, _)) => {
             out["artifact"]["status"] = "ok".into();
             out["kind"] = json!(a.kind);
             out["world"] = match a.kind {

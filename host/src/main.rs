@@ -22,6 +22,17 @@ or exec it through a link named after a plugin type, with <type>.wasm beside the
 
 fn main() -> ExitCode {
     wasm_cni::log::trace::start();
+    // Even a bug in the host ends as a CNI error on stdout, never as a bare crash.
+    std::panic::set_hook(Box::new(|info| {
+        let err = cni_types::CniError::new(
+            cni_types::codes::INTERNAL,
+            format!("wasm-cni internal error: {info}"),
+            "",
+        );
+        println!("{}", err.to_json(cni_types::CURRENT_VERSION));
+        eprintln!("wasm-cni: {info}");
+        std::process::exit(1);
+    }));
     let args: Vec<String> = std::env::args().collect();
     let argv0 = args.first().map(String::as_str).unwrap_or("wasm-cni");
     let invoked_as = Path::new(argv0)

@@ -252,16 +252,15 @@ fn open_netns(req: &Request, rt: &tokio::runtime::Runtime) -> Result<Option<Arc<
 /// Returns the artifact and the module's sha256.
 fn load(engine: &Engine, plugin: &Plugin, logger: &Logger) -> Result<(Artifact, String), CniError> {
     let unavailable = |msg: String| CniError::new(sandbox::codes::MODULE_UNAVAILABLE, msg, "");
-    let module = std::fs::read(&plugin.module).map_err(|e| {
+    std::fs::metadata(&plugin.module).map_err(|e| {
         unavailable(format!(
             "cannot read plugin module {}: {e}",
             plugin.module.display()
         ))
     })?;
-    let digest = artifact::sha256_hex(&module);
     let path = artifact::artifact_path(&plugin.module);
-    let stale = match artifact::load(engine, &path, &digest) {
-        Ok(a) => return Ok((a, digest)),
+    let stale = match artifact::load(engine, &path, &plugin.module) {
+        Ok(loaded) => return Ok(loaded),
         Err(stale) => stale,
     };
     logger.log(
@@ -279,14 +278,13 @@ fn load(engine: &Engine, plugin: &Plugin, logger: &Logger) -> Result<(Artifact, 
             path.display()
         ))
     })?;
-    let artifact = artifact::load(engine, &path, &digest).map_err(|again| {
+    artifact::load(engine, &path, &plugin.module).map_err(|again| {
         unavailable(format!(
             "plugin {}: artifact {} unusable after recompiling: {again}",
             plugin.name,
             path.display()
         ))
-    })?;
-    Ok((artifact, digest))
+    })
 }
 
 /// Run the compiler installed beside this binary on `module`.

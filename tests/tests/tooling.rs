@@ -4,7 +4,12 @@ use serde_json::Value;
 use wasm_cni_tests::{bin_dir, exec_args, Exec, ScratchInstall, REFERENCE_DIR};
 
 fn tool(args: &[&str], cni_path: &str) -> Exec {
-    exec_args(&bin_dir().join("wasm-cni"), args, &[("CNI_PATH", cni_path)], b"")
+    exec_args(
+        &bin_dir().join("wasm-cni"),
+        args,
+        &[("CNI_PATH", cni_path)],
+        b"",
+    )
 }
 
 #[test]
@@ -16,7 +21,10 @@ fn inspect_shows_world_capabilities_digest_and_artifact() {
     assert_eq!(info["kind"], "plugin");
     assert_eq!(info["world"], "wasm-cni:plugin/plugin@0.1.0");
     assert_eq!(info["artifact"]["status"], "ok");
-    assert_eq!(info["exports"], serde_json::json!(["wasm-cni:plugin/handler@0.1.0"]));
+    assert_eq!(
+        info["exports"],
+        serde_json::json!(["wasm-cni:plugin/handler@0.1.0"])
+    );
     assert_eq!(info["capabilities"], serde_json::json!([]));
     let module = std::fs::read(bin_dir().join("loopback.wasm")).unwrap();
     assert_eq!(info["sha256"].as_str().unwrap().len(), 64);
@@ -32,7 +40,10 @@ fn inspect_reports_a_stale_artifact() {
     let module = s.dir.join("loopback.wasm").display().to_string();
     let info = tool(&["inspect", &module], "").ok_json();
     let status = info["artifact"]["status"].as_str().unwrap();
-    assert!(status.starts_with("unusable: no precompiled artifact"), "{status}");
+    assert!(
+        status.starts_with("unusable: no precompiled artifact"),
+        "{status}"
+    );
 }
 
 #[test]
@@ -57,7 +68,10 @@ fn validate_accepts_a_chain_of_ours_and_native_plugins() {
     let text = out.stdout.clone();
     std::fs::remove_file(&list).unwrap();
     assert_eq!(out.status, 1, "{text}");
-    assert!(text.contains(r#"plugin type \"nosuch\" not found"#), "{text}");
+    assert!(
+        text.contains(r#"plugin type \"nosuch\" not found"#),
+        "{text}"
+    );
     // The reference (CNI 1.0.0) does not speak 1.1.0.
     assert!(text.contains("portmap: native plugin"), "{text}");
 }

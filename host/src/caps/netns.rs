@@ -67,6 +67,31 @@ impl Netns {
         })
     }
 
+    /// A fresh, empty namespace that lives as long as this handle (for moving a link while
+    /// renaming it, so its name can clash with nothing on the way).
+    pub fn temporary(rt: &Runtime) -> io::Result<Netns> {
+        let (file, conn, handle) = std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: unshare on this dedicated thread only; it ends when the closure returns.
+                if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let file = File::open("/proc/thread-self/ns/net")?;
+                let _guard = rt.enter();
+                let (conn, handle, _) = rtnetlink::new_connection()?;
+                Ok((file, conn, handle))
+            })
+            .join()
+            .map_err(|_| io::Error::other("netns thread panicked"))?
+        })?;
+        rt.spawn(conn);
+        Ok(Netns {
+            path: PathBuf::from("(temporary netns)"),
+            file,
+            handle,
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

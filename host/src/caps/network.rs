@@ -326,6 +326,65 @@ impl Caps {
         self.guard_name(&ns, &name, op)
     }
 
+    /// Move link `index` named `current` from `from` into `target` as `name`, through a fresh
+    /// temporary namespace, as the reference host-device does: the rename happens where no
+    /// name can clash, and the kernel renames atomically with a move only on a clash. If the
+    /// last step fails the link goes back where it was, under its name. Returns its new index.
+    fn move_via_temporary(
+        &self,
+        from: &Netns,
+        index: u32,
+        current: &str,
+        target: &Netns,
+        name: &str,
+    ) -> NetResult<u32> {
+        use std::os::fd::AsRawFd;
+        let tmp = Netns::temporary(&self.rt)
+            .map_err(|e| error(ErrorKind::Other, format!("creating a temporary netns: {e}")))?;
+        let set = |ns: &Netns, msg: LinkMessage, what: &str| {
+            self.block_on(ns.handle().link().change(msg).execute())
+                .map_err(|e| nl_error(what, e))
+        };
+        let lookup = |ns: &Netns, n: &str| -> NetResult<u32> {
+            self.get_link(ns, None, Some(n))?
+                .map(|m| m.header.index)
+                .ok_or_else(|| error(ErrorKind::Other, format!("link {n} lost during the move")))
+        };
+        let into_tmp = LinkUnspec::new_with_index(index)
+            .setns_by_fd(tmp.file().as_raw_fd())
+            .build();
+        set(from, into_tmp, &format!("move {current}"))?;
+        let in_tmp = lookup(&tmp, current)?;
+        if name != current {
+            let rename = LinkUnspec::new_with_index(in_tmp)
+                .name(name.to_string())
+                .build();
+            if let Err(e) = set(&tmp, rename, &format!("rename {current} to {name}")) {
+                let back = LinkUnspec::new_with_index(in_tmp)
+                    .setns_by_fd(from.file().as_raw_fd())
+                    .build();
+                let _ = set(&tmp, back, "move back");
+                return Err(e);
+            }
+        }
+        let into_target = LinkUnspec::new_with_index(in_tmp)
+            .setns_by_fd(target.file().as_raw_fd())
+            .build();
+        if let Err(e) = set(&tmp, into_target, &format!("move {name}")) {
+            // Rename back where nothing can clash, then return it.
+            let rename = LinkUnspec::new_with_index(in_tmp)
+                .name(current.to_string())
+                .build();
+            let _ = set(&tmp, rename, "rename back");
+            let back = LinkUnspec::new_with_index(in_tmp)
+                .setns_by_fd(from.file().as_raw_fd())
+                .build();
+            let _ = set(&tmp, back, "move back");
+            return Err(e);
+        }
+        lookup(target, name)
+    }
+
     fn all_links(&self, ns: &Netns) -> NetResult<Vec<LinkMessage>> {
         self.block_on(ns.handle().link().get().execute().try_collect())
             .map_err(|e| nl_error("list links", e))
@@ -796,52 +855,47 @@ impl network::HostLink for Caps {
         ns: Resource<NetnsRes>,
         new_name: Option<String>,
     ) -> NetResult<()> {
-        {
-            let (from, index) = self.link(&link)?;
-            let to = self.netns(&ns)?;
-            let current = self
-                .get_link(&from, Some(index), None)?
-                .map(|m| link_info(&m).name)
-                .unwrap_or_default();
-            let devices = self.grants.host_devices.clone();
-            if self.is_host(&from) {
-                self.require_match(&devices, "host device", &current, "move")
-                    .map_err(|m| error(ErrorKind::Denied, m))?;
-            }
-            if self.is_host(&to) {
-                let arriving = new_name.clone().unwrap_or(current);
-                self.require_match(&devices, "host device", &arriving, "move")
-                    .map_err(|m| error(ErrorKind::Denied, m))?;
-            }
-        }
-        use std::os::fd::AsRawFd;
         let target = self.netns(&ns)?;
         let (from, index) = self.link(&link)?;
-        let name = match &new_name {
-            Some(n) => {
-                valid_name(n)?;
-                n.clone()
-            }
-            None => self
-                .get_link(&from, Some(index), None)?
-                .map(|m| link_info(&m).name)
-                .ok_or_else(|| error(ErrorKind::NotFound, format!("link #{index} is gone")))?,
-        };
-        let fd = target.file().as_raw_fd();
-        self.change(&link, "link-move", |b| b.setns_by_fd(fd).name(name.clone()))?;
-        // Indexes are per namespace: find the link again where it is now.
-        let moved = self.get_link(&target, None, Some(&name))?.ok_or_else(|| {
-            error(
-                ErrorKind::Other,
-                format!("link {name} not found after the move"),
-            )
-        })?;
+        let current = self
+            .get_link(&from, Some(index), None)?
+            .map(|m| link_info(&m).name)
+            .ok_or_else(|| error(ErrorKind::NotFound, format!("link #{index} is gone")))?;
+        let name = new_name.unwrap_or_else(|| current.clone());
+        valid_name(&name)?;
+        let devices = self.grants.host_devices.clone();
+        let denied = |m: String| error(ErrorKind::Denied, m);
+        if self.is_host(&from) {
+            self.require_match(&devices, "host device", &current, "move")
+                .map_err(denied)?;
+        }
+        if self.is_host(&target) {
+            self.require_match(&devices, "host device", &name, "move")
+                .map_err(denied)?;
+        }
+        if self.get_link(&target, None, Some(&name))?.is_some() {
+            return Err(error(
+                ErrorKind::Exists,
+                format!(
+                    "cannot move {current}: a link named {name} already exists in {}",
+                    target.path().display()
+                ),
+            ));
+        }
+        let what = format!("{current} -> {}:{name}", target.path().display());
+        let moved = self.move_via_temporary(&from, index, &current, &target, &name);
+        self.audit(
+            "link-move",
+            &what,
+            if moved.is_ok() { "ok" } else { "error" },
+        );
+        let new_index = moved?;
         let res = self
             .table
             .get_mut(&link)
             .map_err(|e| invalid(e.to_string()))?;
         res.ns = target;
-        res.index = moved.header.index;
+        res.index = new_index;
         Ok(())
     }
 

@@ -47,6 +47,9 @@ struct Header {
     kind: GuestKind,
     #[serde(default)]
     capabilities: Vec<String>,
+    /// The module file's identity when it was compiled (see [`fingerprint`]).
+    #[serde(default)]
+    module_fingerprint: Option<String>,
 }
 
 /// The custom section in which a module declares the capabilities it needs (comma-separated).
@@ -93,7 +96,7 @@ impl std::fmt::Display for Stale {
 
 /// Load the artifact at `path` if it was compiled from the module with digest `module_sha256`
 /// for this engine and is intact.
-pub fn load(engine: &Engine, path: &Path, module_sha256: &str) -> Result<Artifact, Stale> {
+pub fn load(engine: &Engine, path: &Path, module: &Path) -> Result<(Artifact, String), Stale> {
     let bytes = fs::read(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => Stale::Missing,
         _ => Stale::Unreadable(e.to_string()),
@@ -102,6 +105,7 @@ pub fn load(engine: &Engine, path: &Path, module_sha256: &str) -> Result<Artifac
     if header.engine != ENGINE_TAG {
         return Err(Stale::OtherEngine(header.engine));
     }
+    let module_sha256 = module_digest(module, &header)?;
     if header.module_sha256 != module_sha256 {
         return Err(Stale::OtherModule);
     }
@@ -113,11 +117,43 @@ pub fn load(engine: &Engine, path: &Path, module_sha256: &str) -> Result<Artifac
     // at compile time, and the bytes checked are the bytes deserialized.
     let component = unsafe { Component::deserialize(engine, payload) }
         .map_err(|e| Stale::OtherEngine(format!("{e:#}")))?;
-    Ok(Artifact {
+    let artifact = Artifact {
         kind: header.kind,
         capabilities: header.capabilities,
         component,
-    })
+    };
+    Ok((artifact, module_sha256))
+}
+
+/// The module's identity on disk: device, inode, size and change times. Any write to the
+/// file changes its ctime, which no one can set back, so an unchanged fingerprint means the
+/// module is the one the artifact was compiled from.
+fn fingerprint(module: &Path) -> io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(module)?;
+    Ok(format!(
+        "{}:{}:{}:{}.{}:{}.{}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    ))
+}
+
+/// The module's sha256: the one recorded at compile time while the file is unchanged since,
+/// else hashed afresh (an exec then costs a hash of the module, not a recompile, if only the
+/// file's identity changed).
+fn module_digest(module: &Path, header: &Header) -> Result<String, Stale> {
+    let unreadable = |e: io::Error| Stale::Unreadable(format!("module {}: {e}", module.display()));
+    if header.module_fingerprint.as_deref()
+        == Some(fingerprint(module).map_err(unreadable)?.as_str())
+    {
+        return Ok(header.module_sha256.clone());
+    }
+    Ok(sha256_hex(&fs::read(module).map_err(unreadable)?))
 }
 
 fn split(bytes: &[u8]) -> Result<(Header, &[u8]), Stale> {
@@ -158,7 +194,11 @@ pub fn kind_of(engine: &Engine, component: &Component) -> wasmtime::Result<Guest
 
 /// Compile a module into artifact bytes (install time only: needs Cranelift).
 #[cfg(feature = "compiler")]
-pub fn compile(engine: &Engine, module: &[u8]) -> wasmtime::Result<Vec<u8>> {
+pub fn compile(
+    engine: &Engine,
+    module: &[u8],
+    fingerprint: Option<String>,
+) -> wasmtime::Result<Vec<u8>> {
     if !is_component(module) {
         wasmtime::bail!("not a WebAssembly component (build guests for wasm32-wasip2)");
     }
@@ -171,6 +211,7 @@ pub fn compile(engine: &Engine, module: &[u8]) -> wasmtime::Result<Vec<u8>> {
         payload_sha256: sha256_hex(&payload),
         kind: kind_of(engine, &component)?,
         capabilities: declared_capabilities(module)?,
+        module_fingerprint: fingerprint,
     };
     let header = serde_json::to_vec(&header)?;
     let mut out = Vec::with_capacity(MAGIC.len() + 4 + header.len() + payload.len());
@@ -215,9 +256,11 @@ fn is_component(bytes: &[u8]) -> bool {
 #[cfg(feature = "compiler")]
 pub fn compile_file(engine: &Engine, module: &Path) -> wasmtime::Result<PathBuf> {
     use std::io::Write;
-    let bytes =
-        fs::read(module).map_err(|e| wasmtime::format_err!("reading {}: {e}", module.display()))?;
-    let artifact = compile(engine, &bytes)
+    let read_err = |e: io::Error| wasmtime::format_err!("reading {}: {e}", module.display());
+    // Taken before reading: a change after it shows as a mismatch at load time.
+    let before = fingerprint(module).map_err(read_err)?;
+    let bytes = fs::read(module).map_err(read_err)?;
+    let artifact = compile(engine, &bytes, Some(before))
         .map_err(|e| wasmtime::format_err!("compiling {}: {e:#}", module.display()))?;
     let dest = artifact_path(module);
     let tmp = dest.with_extension(format!("cwasm.tmp.{}", std::process::id()));
@@ -246,14 +289,21 @@ mod tests {
         out
     }
 
-    fn load_bytes(bytes: &[u8], module_sha: &str) -> Result<Artifact, Stale> {
+    /// Load `bytes` as an artifact of a module whose content is `module`.
+    fn load_bytes(bytes: &[u8], module: &[u8]) -> Result<Artifact, Stale> {
         let dir = std::env::temp_dir().join(format!("wasm-cni-art-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("t{}.cwasm", sha256_hex(bytes)));
+        let tag = sha256_hex(bytes);
+        let (path, module_path) = (
+            dir.join(format!("t{tag}.cwasm")),
+            dir.join(format!("t{tag}.wasm")),
+        );
         fs::write(&path, bytes).unwrap();
-        let r = load(&super::super::engine().unwrap(), &path, module_sha);
+        fs::write(&module_path, module).unwrap();
+        let r = load(&super::super::engine().unwrap(), &path, &module_path);
         fs::remove_file(&path).unwrap();
-        r
+        fs::remove_file(&module_path).unwrap();
+        r.map(|(a, _)| a)
     }
 
     fn header(engine: &str, module: &str, payload: &[u8]) -> String {
@@ -268,7 +318,7 @@ mod tests {
         let e = load(
             &super::super::engine().unwrap(),
             Path::new("/nonexistent/x.cwasm"),
-            "m",
+            Path::new("/nonexistent/x.wasm"),
         );
         assert_eq!(e.err(), Some(Stale::Missing));
     }
@@ -276,11 +326,11 @@ mod tests {
     #[test]
     fn garbage_is_corrupt() {
         assert!(matches!(
-            load_bytes(b"hello", "m").err(),
+            load_bytes(b"hello", b"m").err(),
             Some(Stale::Corrupt(_))
         ));
         assert!(matches!(
-            load_bytes(b"WCNIART1\xff\xff\xff\xff{}", "m").err(),
+            load_bytes(b"WCNIART1\xff\xff\xff\xff{}", b"m").err(),
             Some(Stale::Corrupt(_))
         ));
     }
@@ -288,14 +338,14 @@ mod tests {
     #[test]
     fn other_engine_or_module_is_stale() {
         let payload = b"payload";
-        let other_engine = file(&header("old", "m", payload), payload);
+        let other_engine = file(&header("old", &sha256_hex(b"m"), payload), payload);
         assert!(matches!(
-            load_bytes(&other_engine, "m").err(),
+            load_bytes(&other_engine, b"m").err(),
             Some(Stale::OtherEngine(_))
         ));
-        let other_module = file(&header(ENGINE_TAG, "n", payload), payload);
+        let other_module = file(&header(ENGINE_TAG, &sha256_hex(b"n"), payload), payload);
         assert_eq!(
-            load_bytes(&other_module, "m").err(),
+            load_bytes(&other_module, b"m").err(),
             Some(Stale::OtherModule)
         );
     }
@@ -303,10 +353,10 @@ mod tests {
     #[test]
     fn flipped_payload_byte_is_caught_before_mapping() {
         let payload = b"payload".to_vec();
-        let mut bytes = file(&header(ENGINE_TAG, "m", &payload), &payload);
+        let mut bytes = file(&header(ENGINE_TAG, &sha256_hex(b"m"), &payload), &payload);
         *bytes.last_mut().unwrap() ^= 1;
         assert_eq!(
-            load_bytes(&bytes, "m").err(),
+            load_bytes(&bytes, b"m").err(),
             Some(Stale::Corrupt("payload digest mismatch".into()))
         );
     }
@@ -314,9 +364,9 @@ mod tests {
     #[test]
     fn a_payload_wasmtime_rejects_is_stale_not_a_crash() {
         let payload = b"not native code";
-        let bytes = file(&header(ENGINE_TAG, "m", payload), payload);
+        let bytes = file(&header(ENGINE_TAG, &sha256_hex(b"m"), payload), payload);
         assert!(matches!(
-            load_bytes(&bytes, "m").err(),
+            load_bytes(&bytes, b"m").err(),
             Some(Stale::OtherEngine(_))
         ));
     }
