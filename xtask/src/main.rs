@@ -12,10 +12,14 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+mod new_plugin;
+
+mod demo;
+
 const GUEST_TARGET: &str = "wasm32-wasip2";
 const HOST_BINARIES: &[&str] = &["wasm-cni", "wasm-cni-compile"];
-/// Guests built for the tests only, never installed.
-const TEST_GUESTS: &[&str] = &["hostile"];
+/// Guests built for the tests only, never installed (the example plugins among them).
+const TEST_GUESTS: &[&str] = &["hostile", "sysctl-tuning"];
 
 const USAGE: &str = "usage: cargo xtask <command>
   build                   add the wasm32-wasip2 target if missing, build guests and host
@@ -23,7 +27,9 @@ const USAGE: &str = "usage: cargo xtask <command>
                           install wasm-cni, wasm-cni-compile, one link + .wasm + .cwasm per plugin
                           (an existing file that is not our link is kept unless --replace)
   demo                    build, install to a temp dir, run loopback + logger in a throwaway netns
-  test                    every test: fmt, clippy, unit, integration and differential (as root)";
+  test                    every test: fmt, clippy, unit, integration and differential (as root)
+  new-plugin NAME [--dir DIR]
+                          generate a plugin crate (guests/NAME by default) from the SDK template";
 
 fn main() -> Result<()> {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -42,6 +48,7 @@ fn main() -> Result<()> {
         }
         Some("demo") => demo(&root),
         Some("test") => test(&root),
+        Some("new-plugin") => new_plugin::run(&root, &args[1..]),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2)
@@ -247,83 +254,12 @@ fn require_root(what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Exec an installed plugin as a runtime would: CNI env, config on stdin, result on stdout.
-fn cni(dir: &Path, plugin: &str, env: &[(&str, &str)], config: &str) -> Result<String> {
-    use std::io::Write;
-    let mut child = Command::new(dir.join(plugin))
-        .env_clear()
-        .envs(env.iter().copied())
-        .env("CNI_PATH", dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(config.as_bytes())?;
-    let out = child.wait_with_output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        bail!("{plugin} failed: {stdout}");
-    }
-    Ok(stdout)
-}
-
 fn demo(root: &Path) -> Result<()> {
     require_root("the demo")?;
     let built = build(root)?;
     let dir = TempDir::new("demo")?;
     install(&built, &dir.0, false)?;
-    let ns = Netns::new(format!("wcni-demo-{}", std::process::id()))?;
-    let netns = ns.path();
-    let net =
-        r#"{"cniVersion":"1.1.0","name":"demo","plugins":[{"type":"loopback"},{"type":"logger"}]}"#;
-    println!("\n== network list: {net}");
-    let common = |cmd: &'static str| {
-        vec![
-            ("CNI_COMMAND", cmd),
-            ("CNI_CONTAINERID", "demo-container"),
-            ("CNI_IFNAME", "eth0"),
-        ]
-    };
-    let mut env_add = common("ADD");
-    env_add.push(("CNI_NETNS", &netns));
-    // libcni's chaining: each plugin gets the previous plugin's result as prevResult.
-    let lo = cni(
-        &dir.0,
-        "loopback",
-        &env_add,
-        r#"{"cniVersion":"1.1.0","name":"demo","type":"loopback"}"#,
-    )?;
-    println!("\n== loopback ADD result:\n{lo}");
-    let logger_conf = format!(
-        r#"{{"cniVersion":"1.1.0","name":"demo","type":"logger","prevResult":{}}}"#,
-        lo.trim()
-    );
-    let chained = cni(&dir.0, "logger", &env_add, &logger_conf)?;
-    println!("\n== logger ADD result (prevResult passed through):\n{chained}");
-    println!("\n== ip addr inside {netns}:");
-    run(Command::new("ip").args(["-n", &ns.0, "addr", "show"]))?;
-    let mut env_del = common("DEL");
-    env_del.push(("CNI_NETNS", &netns));
-    let final_conf = |t: &str| {
-        format!(
-            r#"{{"cniVersion":"1.1.0","name":"demo","type":"{t}","prevResult":{}}}"#,
-            chained.trim()
-        )
-    };
-    cni(&dir.0, "logger", &env_del, &final_conf("logger"))?;
-    cni(&dir.0, "loopback", &env_del, &final_conf("loopback"))?;
-    println!("\n== after DEL (lo is down again):");
-    run(Command::new("ip").args(["-n", &ns.0, "link", "show", "lo"]))?;
-    println!(
-        "\ndemo done: namespace {} and {} are removed now",
-        ns.0,
-        dir.0.display()
-    );
-    Ok(())
+    demo::demo(&dir.0)
 }
 
 fn ensure_reference_plugins() -> Result<()> {
