@@ -70,19 +70,12 @@ impl Netns {
     /// A fresh, empty namespace that lives as long as this handle (for moving a link while
     /// renaming it, so its name can clash with nothing on the way).
     pub fn temporary(rt: &Runtime) -> io::Result<Netns> {
-        let (file, conn, handle) = std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: unshare on this dedicated thread only; it ends when the closure returns.
-                if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                let file = File::open("/proc/thread-self/ns/net")?;
-                let _guard = rt.enter();
-                let (conn, handle, _) = rtnetlink::new_connection()?;
-                Ok((file, conn, handle))
-            })
-            .join()
-            .map_err(|_| io::Error::other("netns thread panicked"))?
+        let rt_handle = rt.handle().clone();
+        let (file, conn, handle) = on_thread_in(Enter::New, move || {
+            let file = File::open("/proc/thread-self/ns/net")?;
+            let _guard = rt_handle.enter();
+            let (conn, handle, _) = rtnetlink::new_connection()?;
+            Ok((file, conn, handle))
         })?;
         rt.spawn(conn);
         Ok(Netns {
@@ -133,22 +126,52 @@ fn check_is_netns(file: &File, path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Which namespace a dedicated thread enters.
+pub enum Enter {
+    /// An existing one (a namespace fd that stays open until the call returns).
+    Fd(RawFd),
+    /// A new, empty one.
+    New,
+}
+
+/// Run `f` on a fresh thread that entered the namespace, and return its result as soon as it
+/// has one. The thread is not joined: it exits on its own (a thread that changed namespace
+/// can take a scheduler tick or an RCU grace period to be torn down, which an exec should not
+/// wait for). Nothing else ever runs on that thread.
+pub fn on_thread_in<T: Send + 'static>(
+    enter: Enter,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("wasm-cni-netns".into())
+        .stack_size(64 << 10)
+        .spawn(move || {
+            // SAFETY: setns/unshare on this dedicated thread only, which ends after `f`.
+            let entered = match enter {
+                Enter::Fd(fd) => unsafe { libc::setns(fd, libc::CLONE_NEWNET) },
+                Enter::New => unsafe { libc::unshare(libc::CLONE_NEWNET) },
+            };
+            let result = if entered == 0 {
+                f()
+            } else {
+                Err(io::Error::last_os_error())
+            };
+            let _ = tx.send(result);
+        })?;
+    rx.recv()
+        .map_err(|_| io::Error::other("netns thread panicked"))?
+}
+
 /// Create a netlink connection inside the namespace `ns_fd`, on a dedicated thread, and
 /// register it with the host's runtime.
 fn connect_in(ns_fd: RawFd, rt: &Runtime) -> io::Result<rtnetlink::Handle> {
-    let (conn, handle) = std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: setns on this thread only; the thread ends when this closure returns.
-            if unsafe { libc::setns(ns_fd, libc::CLONE_NEWNET) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let _guard = rt.enter();
-            let (conn, handle, _) = rtnetlink::new_connection()?;
-            Ok((conn, handle))
-        })
-        .join()
-        .map_err(|_| io::Error::other("netns thread panicked"))?
+    let handle = rt.handle().clone();
+    let (conn, nl) = on_thread_in(Enter::Fd(ns_fd), move || {
+        let _guard = handle.enter();
+        let (conn, nl, _) = rtnetlink::new_connection()?;
+        Ok((conn, nl))
     })?;
     rt.spawn(conn);
-    Ok(handle)
+    Ok(nl)
 }

@@ -421,24 +421,13 @@ impl Caps {
     }
 
     /// Run `f` on a dedicated thread inside `ns` (for /proc/sys/net, which follows the thread).
-    fn in_netns<T: Send>(
+    fn in_netns<T: Send + 'static>(
         &self,
         ns: &Netns,
-        f: impl FnOnce() -> std::io::Result<T> + Send,
+        f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
     ) -> std::io::Result<T> {
         use std::os::fd::AsRawFd;
-        let fd = ns.file().as_raw_fd();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: setns on this dedicated thread only; it ends when the closure returns.
-                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                f()
-            })
-            .join()
-            .map_err(|_| std::io::Error::other("netns thread panicked"))?
-        })
+        super::netns::on_thread_in(super::netns::Enter::Fd(ns.file().as_raw_fd()), f)
     }
 }
 
@@ -649,7 +638,7 @@ impl network::HostNetns for Caps {
     fn sysctl_get(&mut self, ns: Resource<NetnsRes>, key: String) -> NetResult<String> {
         let ns = self.netns(&ns)?;
         let path = sysctl_path(&key)?;
-        self.in_netns(&ns, || std::fs::read_to_string(&path))
+        self.in_netns(&ns, move || std::fs::read_to_string(&path))
             .map(|v| v.trim().to_string())
             .map_err(|e| {
                 let kind = if e.kind() == std::io::ErrorKind::NotFound {
@@ -676,7 +665,8 @@ impl network::HostNetns for Caps {
         if value.contains('\n') || value.len() > 64 {
             return Err(invalid(format!("invalid value for sysctl {key}")));
         }
-        let r = self.in_netns(&ns, || std::fs::write(&path, value.as_bytes()));
+        let bytes = value.clone().into_bytes();
+        let r = self.in_netns(&ns, move || std::fs::write(&path, bytes));
         self.audit(
             "sysctl-set",
             &format!("{}:{key}={value}", ns.path().display()),

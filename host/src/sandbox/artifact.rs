@@ -97,11 +97,11 @@ impl std::fmt::Display for Stale {
 /// Load the artifact at `path` if it was compiled from the module with digest `module_sha256`
 /// for this engine and is intact.
 pub fn load(engine: &Engine, path: &Path, module: &Path) -> Result<(Artifact, String), Stale> {
-    let bytes = fs::read(path).map_err(|e| match e.kind() {
+    let bytes = MappedFile::open(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => Stale::Missing,
         _ => Stale::Unreadable(e.to_string()),
     })?;
-    let (header, payload) = split(&bytes)?;
+    let (header, payload) = split(bytes.bytes())?;
     if header.engine != ENGINE_TAG {
         return Err(Stale::OtherEngine(header.engine));
     }
@@ -123,6 +123,61 @@ pub fn load(engine: &Engine, path: &Path, module: &Path) -> Result<(Artifact, St
         component,
     };
     Ok((artifact, module_sha256))
+}
+
+/// A file mapped read-only (and prefaulted): the artifact is hashed and handed to wasmtime
+/// from the page cache, without first copying it into fresh heap pages. wasmtime copies the
+/// verified bytes into its own executable mapping. Artifacts are replaced by rename, never
+/// rewritten in place, so a mapping always shows one artifact.
+struct MappedFile {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl MappedFile {
+    fn open(path: &Path) -> io::Result<MappedFile> {
+        use std::os::fd::AsRawFd;
+        let file = fs::File::open(path)?;
+        let len = file.metadata()?.len() as usize;
+        if len == 0 {
+            return Ok(MappedFile {
+                ptr: std::ptr::null_mut(),
+                len: 0,
+            });
+        }
+        // SAFETY: a fresh read-only private mapping of a file we opened; unmapped in Drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(MappedFile { ptr, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: unmapping exactly the mapping made in `open`.
+            unsafe { libc::munmap(self.ptr, self.len) };
+        }
+    }
 }
 
 /// The module's identity on disk: device, inode, size and change times. Any write to the

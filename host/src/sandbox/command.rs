@@ -123,7 +123,7 @@ fn run(
     stderr: MemoryOutputPipe,
 ) -> wasmtime::Result<i32> {
     let mut linker: Linker<State> = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    super::wasi::add_to_linker(&mut linker)?;
     let wasi = WasiCtxBuilder::new()
         .env("CNI_COMMAND", req.command.as_str())
         .env("CNI_CONTAINERID", &req.container_id)

@@ -100,7 +100,7 @@ fn call(
     stderr: MemoryOutputPipe,
 ) -> Result<Option<CniResult>, Failure> {
     let mut linker: Linker<State> = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    super::wasi::add_to_linker(&mut linker)?;
     Plugin::add_to_linker::<State, HasSelf<Caps>>(&mut linker, |s| &mut s.caps)?;
 
     let wasi = WasiCtxBuilder::new().stderr(stderr).build();

@@ -5,6 +5,7 @@ pub mod artifact;
 mod command;
 pub mod component;
 mod guest;
+mod wasi;
 
 pub use artifact::{Artifact, GuestKind};
 pub use command::run_command;
@@ -33,7 +34,7 @@ pub const WASI_RUN_EXPORT: &str = "wasi:cli/run@0.2";
 
 /// Names this engine configuration inside artifacts. Bump it whenever [`config`] changes, so
 /// artifacts made under the old configuration are recompiled instead of refused.
-pub const ENGINE_TAG: &str = "wasm-cni/1 wasmtime-48 epoch stack=512KiB";
+pub const ENGINE_TAG: &str = "wasm-cni/2 wasmtime-48 epoch stack=512KiB no-unwind-info";
 
 /// The one engine configuration, shared by the runtime and the install-time compiler: an
 /// artifact only loads into an engine configured like the one that produced it.
@@ -44,6 +45,9 @@ pub fn config() -> Config {
     config.epoch_interruption(true);
     // Deep recursion traps instead of exhausting the host's stack.
     config.max_wasm_stack(512 << 10);
+    // No .eh_frame for guest code: wasmtime's own backtraces do not need it, and registering
+    // it with the system unwinder is a large share of loading an artifact.
+    config.native_unwind_info(false);
     config
 }
 
