@@ -48,6 +48,21 @@ impl Context {
         }
     }
 
+    /// The same context with a `prevResult` (as a chained plugin receives it), for tests.
+    pub fn with_prev_result(mut self, prev_result: CniResult) -> Context {
+        self.prev_result = Some(prev_result);
+        self
+    }
+
+    /// The same context with CNI_ARGS pairs, for tests.
+    pub fn with_args(mut self, args: &[(&str, &str)]) -> Context {
+        self.args = args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self
+    }
+
     /// The config in the plugin's own type (unknown keys are tolerated by serde's default).
     pub fn config<T: DeserializeOwned>(&self) -> Result<T, CniError> {
         serde_json::from_str(&self.config_json).map_err(|e| {

@@ -1,6 +1,9 @@
 //! Masquerade rules in the host (bridge's `ipMasq`), keyed by network and container.
 
+#[cfg(target_arch = "wasm32")]
 use crate::__private::bindings::wasm_cni::plugin::firewall;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::fake::backend as firewall;
 use crate::CniError;
 
 fn error(msg: String) -> CniError {

@@ -1,8 +1,12 @@
 //! Delegating to the IPAM plugin named by the config (`ipam.type`), as the CNI spec describes.
 //! The host runs a wasm-cni IPAM plugin in-process in its own sandbox and execs anything else.
 
-use crate::__private::bindings::wasm_cni::plugin::ipam::{delegate, Verb};
+#[cfg(target_arch = "wasm32")]
+use crate::__private::bindings::wasm_cni::plugin::ipam::delegate;
+use crate::__private::bindings::wasm_cni::plugin::ipam::Verb;
 use crate::context::from_wit;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::fake::backend::delegate;
 use crate::{CniError, CniResult};
 
 fn error(e: crate::__private::WitError) -> CniError {

@@ -20,6 +20,8 @@
 //! handles the host gave it ([`Netns`], [`Link`]); every operation is checked by the host.
 
 mod context;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fake;
 pub mod firewall;
 pub mod ipam;
 pub mod log;

@@ -1,6 +1,10 @@
 //! Logging into the host's log (one structured line per message, tagged with the plugin).
 
-use crate::__private::bindings::wasm_cni::plugin::log::{log, Level};
+#[cfg(target_arch = "wasm32")]
+use crate::__private::bindings::wasm_cni::plugin::log::log;
+use crate::__private::bindings::wasm_cni::plugin::log::Level;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::fake::backend::log;
 
 pub fn error(message: &str) {
     log(Level::Error, message)

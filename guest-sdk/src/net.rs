@@ -5,6 +5,13 @@ use std::fmt;
 use crate::__private::bindings::wasm_cni::plugin::network as wit;
 use crate::{codes, CniError};
 
+// The handles call the host's WIT imports on wasm32, and the in-memory fake host
+// ([`crate::fake`]) everywhere else, so plugin logic unit-tests natively unchanged.
+#[cfg(not(target_arch = "wasm32"))]
+use crate::fake::backend::{host_netns as raw_host_netns, Link as RawLink, Netns as RawNetns};
+#[cfg(target_arch = "wasm32")]
+use wit::{host_netns as raw_host_netns, Link as RawLink, Netns as RawNetns};
+
 pub use wit::DeviceSelector;
 pub use wit::ErrorKind as NetErrorKind;
 pub use wit::LinkInfo;
@@ -54,11 +61,18 @@ impl From<NetError> for CniError {
 }
 
 /// A network namespace handle.
-pub struct Netns(wit::Netns);
+pub struct Netns(pub(crate) RawNetns);
 
 impl Netns {
+    #[cfg(target_arch = "wasm32")]
     pub(crate) fn from_wit(ns: wit::Netns) -> Netns {
         Netns(ns)
+    }
+
+    /// Natively the exports are never called (there is no host to call them).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn from_wit(_ns: wit::Netns) -> Netns {
+        unreachable!("host handles exist only on wasm32; use wasm_cni_sdk::fake natively")
     }
 
     /// The link named `name`, or `None`.
@@ -127,11 +141,11 @@ impl Netns {
 
 /// The host's network namespace, when the operator's policy grants it.
 pub fn host_netns() -> Result<Netns, NetError> {
-    Ok(Netns(wit::host_netns()?))
+    Ok(Netns(raw_host_netns()?))
 }
 
 /// A link handle.
-pub struct Link(wit::Link);
+pub struct Link(RawLink);
 
 impl Link {
     pub fn info(&self) -> Result<LinkInfo, NetError> {

@@ -14,7 +14,10 @@
 use std::fmt;
 use std::net::IpAddr;
 
+#[cfg(target_arch = "wasm32")]
 use crate::__private::bindings::wasm_cni::plugin::ip_store as wit;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::fake::backend as wit;
 use crate::{codes, CniError};
 
 /// A failed store operation, in the host's words.
