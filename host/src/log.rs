@@ -1,8 +1,13 @@
-//! The host's log: one JSON object per line on stderr, so an operator can read it or ship it.
-//! stdout belongs to the CNI result alone.
+//! The host's log: one JSON object per line, so an operator can read it or ship it. stdout
+//! belongs to the CNI result alone, so the log goes to stderr, or to a file.
+//!
+//! Where and how much: `WASM_CNI_LOG_FILE` / `WASM_CNI_LOG_LEVEL` (error, warn, info, debug),
+//! else the node policy's `[log] file` / `level`, else stderr at `info`. Audit lines (one per
+//! privileged operation or denial) always get written: to the policy's `[audit] file` when
+//! set, else wherever the log goes.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
@@ -24,15 +29,35 @@ impl Level {
             Level::Debug => "debug",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Level> {
+        [Level::Error, Level::Warn, Level::Info, Level::Debug]
+            .into_iter()
+            .find(|l| l.as_str().eq_ignore_ascii_case(s.trim()))
+    }
 }
 
-/// Who is logging: the plugin and the container it works for.
-#[derive(Clone, Debug, Default)]
+/// Who is logging (the plugin and the container it works for) and where lines go.
+#[derive(Clone, Debug)]
 pub struct Logger {
     pub plugin: String,
     pub container_id: String,
-    /// Where audit lines go besides stderr (the policy's `[audit] file`).
+    /// Lines above this level are dropped.
+    pub level: Level,
+    /// The log file; stderr when none.
+    pub file: Option<PathBuf>,
+    /// Where audit lines go; the log's destination when none.
     pub audit_file: Option<PathBuf>,
+}
+
+/// Append `line` to `path`; false when that failed (the caller falls back to stderr).
+fn append(path: &Path, line: &str) -> bool {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .is_ok()
 }
 
 impl Logger {
@@ -40,12 +65,32 @@ impl Logger {
         Logger {
             plugin: plugin.to_string(),
             container_id: container_id.to_string(),
+            level: Level::Info,
+            file: None,
             audit_file: None,
         }
     }
 
+    /// Apply the log settings: the environment wins over the policy's `[log]` section.
+    pub fn configure(&mut self, policy_file: Option<&Path>, policy_level: Option<&str>) {
+        self.file = std::env::var_os("WASM_CNI_LOG_FILE")
+            .map(PathBuf::from)
+            .or_else(|| policy_file.map(Path::to_path_buf));
+        let level = std::env::var("WASM_CNI_LOG_LEVEL").ok();
+        if let Some(l) = level.as_deref().or(policy_level).and_then(Level::parse) {
+            self.level = l;
+        }
+    }
+
+    fn write(&self, line: &str, file: Option<&PathBuf>) {
+        // Logging must never fail a CNI operation.
+        if !file.is_some_and(|f| append(f, line)) {
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        }
+    }
+
     /// An audit line: one privileged operation or denial (plugin, container, operation,
-    /// target, outcome). Goes to the audit file when one is configured, else to stderr.
+    /// target, outcome). Never filtered by level.
     pub fn audit(&self, op: &str, target: &str, outcome: &str) {
         let level = if outcome == "ok" {
             Level::Info
@@ -58,24 +103,16 @@ impl Logger {
             ("outcome", outcome.into()),
         ];
         let line = self.line(level, "audit", &fields);
-        let written = self.audit_file.as_ref().is_some_and(|path| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .and_then(|mut f| f.write_all(line.as_bytes()))
-                .is_ok()
-        });
-        if !written {
-            let _ = std::io::stderr().lock().write_all(line.as_bytes());
-        }
+        self.write(&line, self.audit_file.as_ref().or(self.file.as_ref()));
     }
 
     /// One line: the message plus extra fields (`source` says whether the guest or the host wrote it).
     pub fn log(&self, level: Level, msg: &str, fields: &[(&str, Value)]) {
-        let text = self.line(level, msg, fields);
-        // Logging must never fail a CNI operation.
-        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        if level > self.level {
+            return;
+        }
+        let line = self.line(level, msg, fields);
+        self.write(&line, self.file.as_ref());
     }
 
     fn line(&self, level: Level, msg: &str, fields: &[(&str, Value)]) -> String {
@@ -141,5 +178,44 @@ pub mod trace {
             }
             Some(Value::Object(out))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_filter_and_files_receive_lines() {
+        let dir = std::env::temp_dir().join(format!("wasm-cni-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (log, audit) = (dir.join("log"), dir.join("audit"));
+        let mut l = Logger::new("p", "c");
+        l.level = Level::Warn;
+        l.file = Some(log.clone());
+        l.log(Level::Info, "dropped", &[]);
+        l.log(Level::Error, "kept", &[("verb", "ADD".into())]);
+        l.audit("link-set-up", "eth0", "ok");
+        l.audit_file = Some(audit.clone());
+        l.audit("host-netns", "", "denied");
+        let log_text = std::fs::read_to_string(&log).unwrap();
+        let audit_text = std::fs::read_to_string(&audit).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(!log_text.contains("dropped"));
+        let lines: Vec<Value> = log_text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{log_text}");
+        assert_eq!(lines[0]["msg"], "kept");
+        assert_eq!(lines[0]["verb"], "ADD");
+        assert_eq!(lines[0]["plugin"], "p");
+        assert_eq!(
+            lines[1]["op"], "link-set-up",
+            "audit lines are never filtered"
+        );
+        assert!(audit_text.contains(r#""outcome":"denied""#));
+        assert_eq!(Level::parse("WARN"), Some(Level::Warn));
+        assert_eq!(Level::parse("loud"), None);
     }
 }

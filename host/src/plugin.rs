@@ -95,6 +95,11 @@ pub fn exec(
         }
     };
     logger.audit_file = policy.as_ref().and_then(|p| p.audit.file.clone());
+    let log = policy.as_ref().map(|p| &p.log);
+    logger.configure(
+        log.and_then(|l| l.file.as_deref()),
+        log.and_then(|l| l.level.as_deref()),
+    );
     trace::mark("policy");
     let started = Instant::now();
     let (verb, version) = (req.command.as_str(), req.version.clone());

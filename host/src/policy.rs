@@ -162,6 +162,15 @@ pub struct AuditPolicy {
     pub file: Option<PathBuf>,
 }
 
+/// Where the host's log goes and how much of it (the environment overrides both).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LogPolicy {
+    pub file: Option<PathBuf>,
+    /// error, warn, info (default) or debug.
+    pub level: Option<String>,
+}
+
 /// The policy file.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -174,6 +183,8 @@ pub struct Policy {
     pub require_entry: bool,
     #[serde(default)]
     pub audit: AuditPolicy,
+    #[serde(default)]
+    pub log: LogPolicy,
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginPolicy>,
 }
@@ -204,6 +215,13 @@ impl Policy {
 
     pub fn parse(text: &str) -> Result<Policy, String> {
         let policy: Policy = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+        if let Some(level) = &policy.log.level {
+            if crate::log::Level::parse(level).is_none() {
+                return Err(format!(
+                    "[log]: unknown level {level:?} (error, warn, info or debug)"
+                ));
+            }
+        }
         for (name, entry) in std::iter::once(("defaults", &policy.defaults))
             .chain(policy.plugins.iter().map(|(n, e)| (n.as_str(), e)))
         {

@@ -75,3 +75,36 @@ fn validate_accepts_a_chain_of_ours_and_native_plugins() {
     // The reference (CNI 1.0.0) does not speak 1.1.0.
     assert!(text.contains("portmap: native plugin"), "{text}");
 }
+
+#[test]
+fn the_log_goes_to_a_file_when_configured_one_line_per_invocation() {
+    let ns = wasm_cni_tests::Netns::new();
+    let log = std::env::temp_dir().join(format!("wcni-log-{}.jsonl", std::process::id()));
+    let log_path = log.display().to_string();
+    let out = wasm_cni_tests::Cni::new("ADD", &ns.path())
+        .set("WASM_CNI_LOG_FILE", &log_path)
+        .set("WASM_CNI_LOG_LEVEL", "info")
+        .ours("loopback", &wasm_cni_tests::conf(Some("1.0.0"), "loopback"));
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(out.stderr.is_empty(), "nothing on stderr: {}", out.stderr);
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_file(&log).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let invocation = lines
+        .iter()
+        .find(|l| l["msg"] == "invocation")
+        .expect("an invocation line");
+    assert_eq!(invocation["verb"], "ADD");
+    assert_eq!(invocation["container"], "test-container");
+    assert_eq!(invocation["outcome"], "ok");
+    assert!(invocation["ms"].as_f64().unwrap() > 0.0);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["msg"] == "audit" && l["op"] == "link-set-up"),
+        "{text}"
+    );
+}

@@ -24,6 +24,8 @@ mod gateway;
 mod iface;
 mod links;
 mod rollback;
+#[cfg(test)]
+mod tests;
 
 use wasm_cni_sdk::{
     firewall, host_netns, ipam, CniError, CniResult, Context, Interface, Link, Netns, Plugin,

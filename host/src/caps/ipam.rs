@@ -95,8 +95,11 @@ impl Caps {
             req.config = conf;
             let plugin = Plugin::from_argv0(&path.to_string_lossy(), None);
             let logger = Logger::new(&plugin.name, &req.container_id);
-            let mut logger = logger;
-            logger.audit_file = self.logger.audit_file.clone();
+            let logger = Logger {
+                plugin: logger.plugin,
+                container_id: logger.container_id,
+                ..self.logger.clone()
+            };
             let answer = plugin::run_request(
                 &self.engine,
                 &plugin,
