@@ -106,7 +106,7 @@ fn host_links_outside_the_allowed_patterns_are_denied_at_the_call() {
     let s = Setup::new();
     let audit = PolicyFile::new("");
     let policy = PolicyFile::new(&format!(
-        "[audit]\nfile = \"{}\"\n[plugins.hostile]\ncapabilities = [\"host-netns\"]\nhost-links = [\"cni*\", \"veth*\"]\n",
+        "[audit]\nfile = \"{}\"\n[plugins.hostile]\ncapabilities = [\"host-netns\", \"ipam\"]\nhost-links = [\"cni*\", \"veth*\"]\n",
         audit.0.display()
     ));
     let (code, msg) = s.run("host-netns", Some(&policy)).err();
@@ -127,6 +127,80 @@ fn host_links_outside_the_allowed_patterns_are_denied_at_the_call() {
         "{log}"
     );
     s.next_invocation_works(Some(&policy));
+}
+
+#[test]
+fn a_host_sysctl_outside_the_allowed_patterns_is_denied() {
+    let s = Setup::new();
+    let before = s.host.ip_json(&["netconf", "show"]);
+    let policy = PolicyFile::new(
+        "[plugins.hostile]\ncapabilities = [\"host-netns\", \"ipam\"]\nsysctls = [\"net.ipv6.conf.*.accept_dad\"]\n",
+    );
+    let (code, msg) = s.run("host-sysctl", Some(&policy)).err();
+    assert_eq!(code, 100, "{msg}");
+    assert!(
+        msg.contains(r#"host sysctl "net.ipv4.ip_forward""#),
+        "{msg}"
+    );
+    let forwarding = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &s.host.name,
+            "cat",
+            "/proc/sys/net/ipv4/ip_forward",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&forwarding.stdout).trim(),
+        "0",
+        "ip_forward unchanged"
+    );
+    assert_eq!(s.host.ip_json(&["netconf", "show"]), before);
+}
+
+#[test]
+fn a_host_device_that_is_not_granted_cannot_be_moved() {
+    let s = Setup::new();
+    s.host
+        .ip(&["link", "add", "hd0", "type", "veth", "peer", "name", "hd0p"]);
+    let policy = PolicyFile::new(
+        "[plugins.hostile]\ncapabilities = [\"host-netns\", \"ipam\"]\nhost-links = [\"veth*\"]\nhost-devices = [\"eth1\"]\n",
+    );
+    let (code, msg) = s.run("steal-device", Some(&policy)).err();
+    assert_eq!(code, 100, "{msg}");
+    assert!(msg.contains(r#"host device "hd0""#), "{msg}");
+    assert!(
+        s.host_links().contains(&"hd0".to_string()),
+        "the device stayed in the host"
+    );
+}
+
+#[test]
+fn native_ipam_exec_is_denied_unless_the_policy_allows_it() {
+    let s = Setup::new();
+    let container = Netns::new();
+    let path = format!(
+        "{}:{}",
+        s.install.dir.display(),
+        wasm_cni_tests::REFERENCE_DIR
+    );
+    let run = |policy: Option<&PolicyFile>| {
+        let mut cni = Cni::new("ADD", &container.path())
+            .with_host(&s.host)
+            .set("CNI_PATH", &path);
+        if let Some(p) = policy {
+            cni = cni.set("WASM_CNI_POLICY", &p.0.display().to_string());
+        }
+        cni.run_in(&s.install.dir, "hostile", &hostile("native-ipam"))
+    };
+    let (code, msg) = run(None).err();
+    assert_eq!(code, 100, "{msg}");
+    assert!(msg.contains("may not exec the native IPAM plugin"), "{msg}");
+    let allowed = PolicyFile::new("[plugins.hostile]\nnative-exec = true\n");
+    let out = run(Some(&allowed));
+    assert_eq!(out.ok_json()["ips"][0]["address"], "10.1.2.3/24");
 }
 
 #[test]

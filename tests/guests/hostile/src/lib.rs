@@ -32,6 +32,23 @@ fn misbehave(ctx: &Context, netns: &Netns) -> Result<CniResult, CniError> {
             host.require_link("lo")?.rename("pwned")?;
             Ok(CniResult::default())
         }
+        // Turns on forwarding in the host.
+        "host-sysctl" => {
+            wasm_cni_sdk::host_netns()?.set_sysctl("net.ipv4.ip_forward", "1")?;
+            Ok(CniResult::default())
+        }
+        // Takes the host's device `hd0` into the container.
+        "steal-device" => {
+            let host = wasm_cni_sdk::host_netns()?;
+            host.require_link("hd0")?.move_to(netns, Some("stolen"))?;
+            Ok(CniResult::default())
+        }
+        // Delegates to a native IPAM binary (the reference `static`, in CNI_PATH).
+        "native-ipam" => {
+            let conf = r#"{"cniVersion":"1.0.0","name":"testnet","type":"hostile",
+                "ipam":{"type":"static","addresses":[{"address":"10.1.2.3/24"}]}}"#;
+            wasm_cni_sdk::ipam::add("static", conf)
+        }
         "recurse" => Err(CniError::new(
             codes::INTERNAL,
             format!("{}", recurse(0)),
@@ -85,4 +102,4 @@ impl Plugin for Hostile {
     }
 }
 
-wasm_cni_sdk::export_plugin!(Hostile, capabilities = ["host-netns"]);
+wasm_cni_sdk::export_plugin!(Hostile, capabilities = ["host-netns", "ipam"]);
