@@ -283,19 +283,23 @@ fn test(root: &Path) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    // Unit tests (pure logic), host-only crates, release profile to share the build's deps.
-    run(cargo().args([
-        "test",
-        "--release",
-        "-p",
+    // Unit tests (pure logic), release profile to share the build's deps: the host, the
+    // types, the SDK and every guest's logic natively against the SDK's fake host.
+    let mut unit = cargo();
+    unit.args(["test", "--release"]);
+    for p in [
         "wasm-cni-types",
-        "-p",
         "wasm-cni",
-        "-p",
         "wasm-cni-sdk",
-        "-p",
         "xtask",
-    ]))?;
+        "sysctl-tuning",
+    ] {
+        unit.args(["-p", p]);
+    }
+    for g in guests(root)? {
+        unit.args(["-p", &g]);
+    }
+    run(&mut unit)?;
     let built = build(root)?;
     let dir = TempDir::new("test")?;
     install(&built, &dir.0, false)?;
