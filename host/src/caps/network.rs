@@ -385,6 +385,37 @@ impl Caps {
         lookup(target, name)
     }
 
+    /// Add or delete a route through a link, checked and audited.
+    fn route_change(
+        &self,
+        link: &Resource<LinkRes>,
+        route: &RouteSpec,
+        delete: bool,
+    ) -> NetResult<()> {
+        let op = if delete { "route-del" } else { "route-add" };
+        self.guard_link(link, op)?;
+        let (ns, index) = self.link(link)?;
+        let msg = route_message(index, route)?;
+        let what = format!(
+            "{} via {}",
+            route.dst,
+            route.gw.as_deref().unwrap_or("link")
+        );
+        let routes = ns.handle().route();
+        let r = if delete {
+            self.block_on(routes.del(msg).execute())
+        } else {
+            self.block_on(routes.add(msg).execute())
+        };
+        let r = r.map_err(|e| nl_error(&format!("{op} {what}"), e));
+        self.audit(
+            op,
+            &format!("#{index} {what}"),
+            if r.is_ok() { "ok" } else { "error" },
+        );
+        r
+    }
+
     fn all_links(&self, ns: &Netns) -> NetResult<Vec<LinkMessage>> {
         self.block_on(ns.handle().link().get().execute().try_collect())
             .map_err(|e| nl_error("list links", e))
@@ -750,43 +781,11 @@ impl network::HostLink for Caps {
     }
 
     fn route_add(&mut self, link: Resource<LinkRes>, route: RouteSpec) -> NetResult<()> {
-        self.guard_link(&link, "route-add")?;
-        let (ns, index) = self.link(&link)?;
-        let msg = route_message(index, &route)?;
-        let what = format!(
-            "{} via {}",
-            route.dst,
-            route.gw.as_deref().unwrap_or("link")
-        );
-        let r = self
-            .block_on(ns.handle().route().add(msg).execute())
-            .map_err(|e| nl_error(&format!("add route {what}"), e));
-        self.audit(
-            "route-add",
-            &format!("#{index} {what}"),
-            if r.is_ok() { "ok" } else { "error" },
-        );
-        r
+        self.route_change(&link, &route, false)
     }
 
     fn route_del(&mut self, link: Resource<LinkRes>, route: RouteSpec) -> NetResult<()> {
-        self.guard_link(&link, "route-del")?;
-        let (ns, index) = self.link(&link)?;
-        let msg = route_message(index, &route)?;
-        let what = format!(
-            "{} via {}",
-            route.dst,
-            route.gw.as_deref().unwrap_or("link")
-        );
-        let r = self
-            .block_on(ns.handle().route().del(msg).execute())
-            .map_err(|e| nl_error(&format!("delete route {what}"), e));
-        self.audit(
-            "route-del",
-            &format!("#{index} {what}"),
-            if r.is_ok() { "ok" } else { "error" },
-        );
-        r
+        self.route_change(&link, &route, true)
     }
 
     fn set_master(
