@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 
 mod new_plugin;
 
+mod bench;
 mod demo;
 
 const GUEST_TARGET: &str = "wasm32-wasip2";
@@ -27,6 +28,8 @@ const USAGE: &str = "usage: cargo xtask <command>
                           install wasm-cni, wasm-cni-compile, one link + .wasm + .cwasm per plugin
                           (an existing file that is not our link is kept unless --replace)
   demo                    build, install to a temp dir, run loopback + logger in a throwaway netns
+  bench [--runs N]        build, install to a temp dir, time our plugins against /usr/lib/cni
+                          (interleaved, throwaway netns); writes target/bench/results.{md,svg}
   test                    every test: fmt, clippy, unit, integration and differential (as root)
   new-plugin NAME [--dir DIR]
                           generate a plugin crate (guests/NAME by default) from the SDK template";
@@ -47,6 +50,7 @@ fn main() -> Result<()> {
             )
         }
         Some("demo") => demo(&root),
+        Some("bench") => bench(&root, &args[1..]),
         Some("test") => test(&root),
         Some("new-plugin") => new_plugin::run(&root, &args[1..]),
         _ => {
@@ -260,6 +264,16 @@ fn demo(root: &Path) -> Result<()> {
     let dir = TempDir::new("demo")?;
     install(&built, &dir.0, false)?;
     demo::demo(&dir.0)
+}
+
+fn bench(root: &Path, args: &[String]) -> Result<()> {
+    require_root("the bench")?;
+    let runs = bench::runs(args)?;
+    ensure_reference_plugins()?;
+    let built = build(root)?;
+    let dir = TempDir::new("bench")?;
+    install(&built, &dir.0, false)?;
+    bench::bench(root, &dir.0, runs)
 }
 
 fn ensure_reference_plugins() -> Result<()> {

@@ -346,9 +346,13 @@ mod tests {
 
     /// Load `bytes` as an artifact of a module whose content is `module`.
     fn load_bytes(bytes: &[u8], module: &[u8]) -> Result<Artifact, Stale> {
-        let dir = std::env::temp_dir().join(format!("wasm-cni-art-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
         let tag = sha256_hex(bytes);
+        let dir = std::env::temp_dir().join(format!(
+            "wasm-cni-art-{}-{}",
+            std::process::id(),
+            &tag[..12]
+        ));
+        fs::create_dir_all(&dir).unwrap();
         let (path, module_path) = (
             dir.join(format!("t{tag}.cwasm")),
             dir.join(format!("t{tag}.wasm")),
@@ -356,8 +360,7 @@ mod tests {
         fs::write(&path, bytes).unwrap();
         fs::write(&module_path, module).unwrap();
         let r = load(&super::super::engine().unwrap(), &path, &module_path);
-        fs::remove_file(&path).unwrap();
-        fs::remove_file(&module_path).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
         r.map(|(a, _)| a)
     }
 
