@@ -284,12 +284,11 @@ impl firewall::Host for Caps {
                 "unknown ipMasqBackend {other:?} (want iptables or nftables)"
             )),
         };
-        self.audit(
+        self.audited(
             "masquerade-add",
             &format!("{network}/{container_id} {addresses:?} {backend}"),
-            if r.is_ok() { "ok" } else { "error" },
-        );
-        r
+            r,
+        )
     }
 
     fn masquerade_del(
@@ -308,12 +307,11 @@ impl firewall::Host for Caps {
                 "unknown ipMasqBackend {other:?} (want iptables or nftables)"
             )),
         };
-        self.audit(
+        self.audited(
             "masquerade-del",
             &format!("{network}/{container_id} {backend}"),
-            if r.is_ok() { "ok" } else { "error" },
-        );
-        r
+            r,
+        )
     }
 }
 

@@ -107,12 +107,7 @@ impl Caps {
                 self.policy.as_ref(),
                 &logger,
             );
-            self.audit(
-                "ipam-delegate",
-                &target,
-                if answer.is_ok() { "ok" } else { "error" },
-            );
-            match answer? {
+            match self.audited("ipam-delegate", &target, answer)? {
                 Answer::Typed(r) => Some(r),
                 Answer::Text(text) => Some(parse_result(&text, req.version.as_str())?),
                 Answer::Nothing => None,
@@ -127,12 +122,8 @@ impl Caps {
                 )));
             }
             let out = self.exec_native(&path, command, &config);
-            self.audit(
-                "ipam-exec",
-                &format!("{} {}", path.display(), command.as_str()),
-                if out.is_ok() { "ok" } else { "error" },
-            );
-            let out = out?;
+            let what = format!("{} {}", path.display(), command.as_str());
+            let out = self.audited("ipam-exec", &what, out)?;
             match command {
                 Command::Add => Some(parse_result(&out, conf.version())?),
                 _ => None,

@@ -117,6 +117,12 @@ impl Caps {
     fn audit(&self, op: &str, target: &str, outcome: &str) {
         self.logger.audit(op, target, outcome);
     }
+
+    /// Audit the outcome of an operation and hand its result on.
+    fn audited<T, E>(&self, op: &str, target: &str, r: Result<T, E>) -> Result<T, E> {
+        self.audit(op, target, if r.is_ok() { "ok" } else { "error" });
+        r
+    }
 }
 
 /// `types` has no functions; the world imports it for its records.

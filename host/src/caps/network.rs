@@ -408,12 +408,7 @@ impl Caps {
             self.block_on(routes.add(msg).execute())
         };
         let r = r.map_err(|e| nl_error(&format!("{op} {what}"), e));
-        self.audit(
-            op,
-            &format!("#{index} {what}"),
-            if r.is_ok() { "ok" } else { "error" },
-        );
-        r
+        self.audited(op, &format!("#{index} {what}"), r)
     }
 
     fn all_links(&self, ns: &Netns) -> NetResult<Vec<LinkMessage>> {
@@ -435,8 +430,7 @@ impl Caps {
         let r = self
             .block_on(ns.handle().link().change(msg).execute())
             .map_err(|e| nl_error(&format!("{op} link #{index}"), e));
-        self.audit(op, &target, if r.is_ok() { "ok" } else { "error" });
-        r
+        self.audited(op, &target, r)
     }
 
     fn addresses_of(&self, ns: &Netns, index: u32) -> NetResult<Vec<AddressMessage>> {
@@ -596,11 +590,7 @@ impl network::HostNetns for Caps {
         let r = self
             .block_on(ns.handle().link().add(msg).execute())
             .map_err(|e| nl_error(&format!("create veth {target}"), e));
-        self.audit(
-            "veth-create",
-            &target,
-            if r.is_ok() { "ok" } else { "error" },
-        );
+        let r = self.audited("veth-create", &target, r);
         r?;
         let here = self
             .get_link(&ns, None, Some(&name))?
@@ -637,11 +627,7 @@ impl network::HostNetns for Caps {
         let r = self
             .block_on(ns.handle().link().add(b.build()).execute())
             .map_err(|e| nl_error(&format!("create bridge {name}"), e));
-        self.audit(
-            "bridge-create",
-            &name,
-            if r.is_ok() { "ok" } else { "error" },
-        );
+        let r = self.audited("bridge-create", &name, r);
         r?;
         let msg = self
             .get_link(&ns, None, Some(&name))?
@@ -698,10 +684,10 @@ impl network::HostNetns for Caps {
         }
         let bytes = value.clone().into_bytes();
         let r = self.in_netns(&ns, move || std::fs::write(&path, bytes));
-        self.audit(
+        let r = self.audited(
             "sysctl-set",
             &format!("{}:{key}={value}", ns.path().display()),
-            if r.is_ok() { "ok" } else { "error" },
+            r,
         );
         r.map_err(|e| error(ErrorKind::Other, format!("write sysctl {key}: {e}")))
     }
@@ -747,12 +733,7 @@ impl network::HostLink for Caps {
                     .execute(),
             )
             .map_err(|e| nl_error(&format!("add address {address} to link #{index}"), e));
-        self.audit(
-            "address-add",
-            &format!("#{index} {address}"),
-            if r.is_ok() { "ok" } else { "error" },
-        );
-        r
+        self.audited("address-add", &format!("#{index} {address}"), r)
     }
 
     fn address_del(&mut self, link: Resource<LinkRes>, address: String) -> NetResult<()> {
@@ -772,12 +753,7 @@ impl network::HostLink for Caps {
         let r = self
             .block_on(ns.handle().address().del(msg).execute())
             .map_err(|e| nl_error(&format!("delete address {address}"), e));
-        self.audit(
-            "address-del",
-            &format!("#{index} {address}"),
-            if r.is_ok() { "ok" } else { "error" },
-        );
-        r
+        self.audited("address-del", &format!("#{index} {address}"), r)
     }
 
     fn route_add(&mut self, link: Resource<LinkRes>, route: RouteSpec) -> NetResult<()> {
@@ -873,11 +849,7 @@ impl network::HostLink for Caps {
         }
         let what = format!("{current} -> {}:{name}", target.path().display());
         let moved = self.move_via_temporary(&from, index, &current, &target, &name);
-        self.audit(
-            "link-move",
-            &what,
-            if moved.is_ok() { "ok" } else { "error" },
-        );
+        let moved = self.audited("link-move", &what, moved);
         let new_index = moved?;
         let res = self
             .table
@@ -894,12 +866,11 @@ impl network::HostLink for Caps {
         let r = self
             .block_on(ns.handle().link().del(index).execute())
             .map_err(|e| nl_error(&format!("delete link #{index}"), e));
-        self.audit(
+        self.audited(
             "link-delete",
             &format!("{}#{index}", ns.path().display()),
-            if r.is_ok() { "ok" } else { "error" },
-        );
-        r
+            r,
+        )
     }
 
     fn set_bridge_port(
@@ -920,12 +891,7 @@ impl network::HostLink for Caps {
         let r = self
             .block_on(ns.handle().link().set_port(b.build()).execute())
             .map_err(|e| nl_error(&format!("set bridge port #{index}"), e));
-        self.audit(
-            "bridge-port-set",
-            &format!("#{index}"),
-            if r.is_ok() { "ok" } else { "error" },
-        );
-        r
+        self.audited("bridge-port-set", &format!("#{index}"), r)
     }
 
     fn bridge_vlan_add(
@@ -952,12 +918,7 @@ impl network::HostLink for Caps {
         let r = self
             .block_on(ns.handle().link().set_port(b.build()).execute())
             .map_err(|e| nl_error(&format!("add vlan {vid} to #{index}"), e));
-        self.audit(
-            "bridge-vlan-add",
-            &format!("#{index} vid {vid}"),
-            if r.is_ok() { "ok" } else { "error" },
-        );
-        r
+        self.audited("bridge-vlan-add", &format!("#{index} vid {vid}"), r)
     }
 
     fn bridge_vlan_del(
@@ -975,12 +936,7 @@ impl network::HostLink for Caps {
         let r = self
             .block_on(ns.handle().link().del_with_message(b.build()).execute())
             .map_err(|e| nl_error(&format!("delete vlan {vid} from #{index}"), e));
-        self.audit(
-            "bridge-vlan-del",
-            &format!("#{index} vid {vid}"),
-            if r.is_ok() { "ok" } else { "error" },
-        );
-        r
+        self.audited("bridge-vlan-del", &format!("#{index} vid {vid}"), r)
     }
 
     fn drop(&mut self, rep: Resource<LinkRes>) -> wasmtime::Result<()> {

@@ -463,11 +463,7 @@ impl ip_store::HostStore for Caps {
         let ip = parse_ip(&ip)?;
         let disk = self.locked_store(&res, "release")?;
         let r = disk.release(ip);
-        self.audit(
-            "ip-release",
-            &format!("{}/{ip}", disk.dir().display()),
-            if r.is_ok() { "ok" } else { "error" },
-        );
+        let r = self.audited("ip-release", &format!("{}/{ip}", disk.dir().display()), r);
         r.map_err(|e| io_error(&format!("release {ip}"), disk.dir(), e))
     }
 
