@@ -86,6 +86,21 @@ pub struct Route {
     pub scope: Option<u32>,
 }
 
+impl Route {
+    /// A route to `dst` via `gw` (`None`: the default gateway), with no other attributes.
+    pub fn new(dst: IpNet, gw: Option<IpAddr>) -> Route {
+        Route {
+            dst,
+            gw,
+            mtu: None,
+            advmss: None,
+            priority: None,
+            table: None,
+            scope: None,
+        }
+    }
+}
+
 /// DNS settings, as results and network configurations carry them (`omitempty` fields).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dns {
@@ -531,15 +546,7 @@ mod tests {
     }
 
     fn route(dst: &str, gw: Option<IpAddr>) -> Route {
-        Route {
-            dst: net(dst),
-            gw,
-            mtu: None,
-            advmss: None,
-            priority: None,
-            table: None,
-            scope: None,
-        }
+        Route::new(net(dst), gw)
     }
 
     fn loopback() -> CniResult {

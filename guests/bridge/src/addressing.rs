@@ -58,15 +58,7 @@ pub fn calc_gateways(
                 .iter()
                 .any(|r| r.gw.is_some() && r.dst == default);
             if !default_found[family] {
-                result.routes.push(Route {
-                    dst: default,
-                    gw: gateway,
-                    mtu: None,
-                    advmss: None,
-                    priority: None,
-                    table: None,
-                    scope: None,
-                });
+                result.routes.push(Route::new(default, gateway));
                 default_found[family] = true;
             }
         }
@@ -164,15 +156,7 @@ mod tests {
     }
 
     fn route(dst: &str, gw: Option<&str>) -> Route {
-        Route {
-            dst: net(dst),
-            gw: gw.map(|g| g.parse().unwrap()),
-            mtu: None,
-            advmss: None,
-            priority: None,
-            table: None,
-            scope: None,
-        }
+        Route::new(net(dst), gw.map(|g| g.parse().unwrap()))
     }
 
     #[test]

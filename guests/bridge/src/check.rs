@@ -273,15 +273,7 @@ mod tests {
     use super::*;
 
     fn route(dst: &str, gw: Option<&str>) -> Route {
-        Route {
-            dst: dst.parse().unwrap(),
-            gw: gw.map(|g| g.parse().unwrap()),
-            mtu: None,
-            advmss: None,
-            priority: None,
-            table: None,
-            scope: None,
-        }
+        Route::new(dst.parse().unwrap(), gw.map(|g| g.parse().unwrap()))
     }
 
     fn info(dst: &str, gw: Option<&str>) -> RouteInfo {

@@ -18,15 +18,7 @@ fn ip(address: &str, gateway: Option<&str>) -> IpConfig {
 }
 
 fn route(dst: &str, gw: Option<&str>) -> Route {
-    Route {
-        dst: dst.parse().unwrap(),
-        gw: gw.map(|g| g.parse().unwrap()),
-        mtu: None,
-        advmss: None,
-        priority: None,
-        table: None,
-        scope: None,
-    }
+    Route::new(dst.parse().unwrap(), gw.map(|g| g.parse().unwrap()))
 }
 
 /// A fake host with the host netns granted, a container netns, and host-local answering
