@@ -30,6 +30,9 @@
 //! `net.` per namespace and per-device keys need the device; a link going down loses its
 //! routes. Capabilities other than `host-netns` are granted by default ([`FakeHost::deny`]
 //! takes them away); a denial is [`NetErrorKind::Denied`] (CNI code 100), worded as the host's.
+//! Files ([`files`](crate::files)) are read from a map the test fills with
+//! [`FakeHost::add_file`]; as on a node without a policy, none is readable until the test grants
+//! it with [`FakeHost::grant_files`] (code 100 otherwise, code 5 for a granted missing file).
 //!
 //! Each test thread has its own current host (the last one created or [installed]
 //! (FakeHost::install) on it), so tests run in parallel without seeing each other.
@@ -61,7 +64,7 @@ fn current() -> Shared {
 }
 
 /// The capabilities a plugin can declare (see docs/policy.md).
-pub const CAPABILITIES: &[&str] = &["host-netns", "ipam", "ip-store", "firewall"];
+pub const CAPABILITIES: &[&str] = &["host-netns", "ipam", "ip-store", "firewall", "files"];
 
 /// The main routing table.
 pub const MAIN_TABLE: u32 = 254;
@@ -193,6 +196,26 @@ pub enum FirewallCall {
         container_id: String,
         backend: String,
     },
+    MacSpoofCheckAdd {
+        network: String,
+        container_id: String,
+        ifname: String,
+        host_ifname: String,
+        mac: String,
+    },
+    MacSpoofCheckDel {
+        network: String,
+        container_id: String,
+        ifname: String,
+    },
+}
+
+/// A MAC spoof check in place (see [`FakeHost::mac_spoof_checks`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MacSpoofCheck {
+    pub network: String,
+    pub host_ifname: String,
+    pub mac: String,
 }
 
 struct NsState {
@@ -223,9 +246,14 @@ struct State {
     firewall_calls: Vec<FirewallCall>,
     firewall_error: Option<String>,
     masquerades: BTreeMap<(String, String), Vec<String>>,
+    mac_spoof_checks: BTreeMap<(String, String), MacSpoofCheck>,
     store: StoreState,
     logs: Vec<LogLine>,
     failures: Vec<(String, NetErrorKind, String)>,
+    /// Files by absolute path, the `files` patterns granted, and every path read.
+    files: BTreeMap<String, Vec<u8>>,
+    file_patterns: Vec<String>,
+    file_reads: Vec<String>,
 }
 
 fn err(kind: NetErrorKind, message: impl Into<String>) -> NetError {
@@ -360,7 +388,12 @@ impl State {
             plugin: "fake".into(),
             namespaces: Vec::new(),
             host: 0,
-            granted: vec!["ipam".into(), "ip-store".into(), "firewall".into()],
+            granted: vec![
+                "ipam".into(),
+                "ip-store".into(),
+                "firewall".into(),
+                "files".into(),
+            ],
             next_index: 2,
             next_mac: 1,
             ipam_results: BTreeMap::new(),
@@ -369,9 +402,13 @@ impl State {
             firewall_calls: Vec::new(),
             firewall_error: None,
             masquerades: BTreeMap::new(),
+            mac_spoof_checks: BTreeMap::new(),
             store: StoreState::default(),
             logs: Vec::new(),
             failures: Vec::new(),
+            files: BTreeMap::new(),
+            file_patterns: Vec::new(),
+            file_reads: Vec::new(),
         };
         st.host = st.add_ns("host");
         // The host's lo is up, as on any running node.
@@ -917,6 +954,11 @@ impl FakeHost {
         self.0.borrow().masquerades.clone()
     }
 
+    /// The MAC spoof checks in place: (container id, ifname) → network, host link and MAC.
+    pub fn mac_spoof_checks(&self) -> BTreeMap<(String, String), MacSpoofCheck> {
+        self.0.borrow().mac_spoof_checks.clone()
+    }
+
     /// Make every later firewall call fail with `message` (`None`: succeed again).
     pub fn set_firewall_error(&self, message: Option<&str>) {
         self.0.borrow_mut().firewall_error = message.map(Into::into);
@@ -940,6 +982,24 @@ impl FakeHost {
     /// Whether the store's lock is held.
     pub fn store_locked(&self) -> bool {
         self.0.borrow().store.locked
+    }
+
+    /// Put a file on the fake host (readable once [`FakeHost::grant_files`] grants its path).
+    pub fn add_file(&self, path: &str, contents: impl Into<Vec<u8>>) {
+        self.0
+            .borrow_mut()
+            .files
+            .insert(path.into(), contents.into());
+    }
+
+    /// Grant reading the files `pattern` matches (`*` wildcards), as the policy's `files` does.
+    pub fn grant_files(&self, pattern: &str) {
+        self.0.borrow_mut().file_patterns.push(pattern.into());
+    }
+
+    /// Every path the plugin asked to read, in order (granted or not).
+    pub fn file_reads(&self) -> Vec<String> {
+        self.0.borrow().file_reads.clone()
     }
 
     /// What the plugin logged, in order.
@@ -1440,6 +1500,49 @@ pub(crate) mod backend {
         }
     }
 
+    /// The `files` import: the host's checks, minus symlinks (the fake has none).
+    pub fn read(path: &str) -> Result<Vec<u8>, WitError> {
+        fn glob(p: &[u8], t: &[u8]) -> bool {
+            match p.split_first() {
+                None => t.is_empty(),
+                Some((b'*', rest)) => (0..=t.len()).any(|i| glob(rest, &t[i..])),
+                Some((c, rest)) => t.first() == Some(c) && glob(rest, &t[1..]),
+            }
+        }
+        let host = current();
+        let mut st = host.borrow_mut();
+        st.file_reads.push(path.into());
+        let error = |code: u32, msg: String| WitError {
+            code,
+            msg,
+            details: String::new(),
+        };
+        if let Some(msg) = st.denied("files", "file-read") {
+            return Err(error(100, msg));
+        }
+        let granted = path.starts_with('/')
+            && !path.split('/').any(|c| c == "..")
+            && st
+                .file_patterns
+                .iter()
+                .any(|p| glob(p.as_bytes(), path.as_bytes()));
+        if !granted {
+            return Err(error(
+                100,
+                format!(
+                    "plugin {:?} may not read {path:?}: the node policy's `files` patterns {:?} do not match {path:?}; add it to `files` for this plugin (or under [defaults])",
+                    st.plugin, st.file_patterns
+                ),
+            ));
+        }
+        st.files.get(path).cloned().ok_or_else(|| {
+            error(
+                codes::IO_FAILURE,
+                format!("file {path}: No such file or directory (os error 2)"),
+            )
+        })
+    }
+
     pub fn host_netns() -> Result<Netns, NetError> {
         let host = current();
         let id = {
@@ -1522,6 +1625,29 @@ pub(crate) mod backend {
             } => {
                 st.masquerades.remove(&(network, container_id));
             }
+            FirewallCall::MacSpoofCheckAdd {
+                network,
+                container_id,
+                ifname,
+                host_ifname,
+                mac,
+            } => {
+                st.mac_spoof_checks.insert(
+                    (container_id, ifname),
+                    MacSpoofCheck {
+                        network,
+                        host_ifname,
+                        mac,
+                    },
+                );
+            }
+            FirewallCall::MacSpoofCheckDel {
+                container_id,
+                ifname,
+                ..
+            } => {
+                st.mac_spoof_checks.remove(&(container_id, ifname));
+            }
         }
         Ok(())
     }
@@ -1545,6 +1671,34 @@ pub(crate) mod backend {
             network: network.into(),
             container_id: container_id.into(),
             backend: backend.into(),
+        })
+    }
+
+    pub fn mac_spoof_check_add(
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+        host_ifname: &str,
+        mac: &str,
+    ) -> Result<(), String> {
+        firewall(FirewallCall::MacSpoofCheckAdd {
+            network: network.into(),
+            container_id: container_id.into(),
+            ifname: ifname.into(),
+            host_ifname: host_ifname.into(),
+            mac: mac.into(),
+        })
+    }
+
+    pub fn mac_spoof_check_del(
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<(), String> {
+        firewall(FirewallCall::MacSpoofCheckDel {
+            network: network.into(),
+            container_id: container_id.into(),
+            ifname: ifname.into(),
         })
     }
 

@@ -22,6 +22,7 @@
 mod context;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fake;
+pub mod files;
 pub mod firewall;
 pub mod ipam;
 pub mod log;
@@ -51,7 +52,7 @@ pub trait Plugin {
 
 /// Export a [`Plugin`] implementation as this component's CNI handler, optionally declaring
 /// the capabilities it needs beyond the container's netns (`"host-netns"`, `"ipam"`,
-/// `"ip-store"`, `"firewall"`). The host reads the declaration at install time; a call to a
+/// `"ip-store"`, `"firewall"`, `"files"`). The host reads the declaration at install time; a call to a
 /// capability that was not declared (or that policy does not grant) is denied.
 ///
 /// ```ignore

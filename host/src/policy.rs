@@ -8,7 +8,7 @@
 //! A module declares what it needs (a custom section read at compile time into its artifact);
 //! it is granted the intersection of that and the policy, and refused before it starts when it
 //! declares something the policy does not grant. Without a policy file a module gets what it
-//! declares (no file access, no native exec). A policy that cannot be read or parsed fails
+//! declares, with no file access (no `files` patterns) and no native exec. A policy that cannot be read or parsed fails
 //! closed: no plugin runs.
 
 use std::collections::BTreeMap;
@@ -31,14 +31,17 @@ pub enum Capability {
     IpStore,
     /// Masquerade / firewall rules in the host.
     Firewall,
+    /// Reading the files the policy's `files` patterns name (host-local's `resolvConf`).
+    Files,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 4] = [
+    pub const ALL: [Capability; 5] = [
         Capability::HostNetns,
         Capability::Ipam,
         Capability::IpStore,
         Capability::Firewall,
+        Capability::Files,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Capability {
             Capability::Ipam => "ipam",
             Capability::IpStore => "ip-store",
             Capability::Firewall => "firewall",
+            Capability::Files => "files",
         }
     }
 
@@ -65,6 +69,9 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Bytes a plain WASI guest may write to stdout, and to stderr.
     pub output_bytes: usize,
+    /// Fuel (roughly, wasm instructions) the guest may burn in one invocation; unlimited when
+    /// none. Deterministic, unlike the timeout: the same input stops at the same point.
+    pub fuel: Option<u64>,
 }
 
 impl Default for Limits {
@@ -73,6 +80,7 @@ impl Default for Limits {
             timeout: Duration::from_secs(10),
             memory_bytes: 64 << 20,
             output_bytes: 1 << 20,
+            fuel: None,
         }
     }
 }
@@ -91,6 +99,9 @@ pub struct Grants {
     pub ipam_types: Vec<String>,
     /// Whether a delegated IPAM plugin may be a native executable.
     pub native_exec: bool,
+    /// Files it may read (`*` wildcards, matched against the path asked for and the path it
+    /// resolves to). Empty unless the policy names some: no file access by default.
+    pub files: Vec<String>,
 }
 
 impl Default for Grants {
@@ -111,6 +122,7 @@ impl Grants {
             sysctls: any(),
             ipam_types: any(),
             native_exec: false,
+            files: Vec::new(),
         }
     }
 
@@ -149,9 +161,13 @@ pub struct PluginPolicy {
     pub sysctls: Option<Vec<String>>,
     pub ipam: Option<Vec<String>>,
     pub native_exec: Option<bool>,
+    /// Files it may read (with the `files` capability); none when unset.
+    pub files: Option<Vec<String>>,
     pub timeout_ms: Option<u64>,
     pub memory_mib: Option<usize>,
     pub output_kib: Option<usize>,
+    /// The instruction budget of one invocation (wasmtime fuel); unlimited when unset.
+    pub fuel: Option<u64>,
 }
 
 /// Where audit lines go.
@@ -230,6 +246,16 @@ impl Policy {
                     return Err(format!("[{name}]: unknown capability {cap:?}"));
                 }
             }
+            for pattern in entry.files.iter().flatten() {
+                if !pattern.starts_with('/') || pattern.split('/').any(|c| c == "..") {
+                    return Err(format!(
+                        "[{name}]: files pattern {pattern:?} must be an absolute path without \"..\""
+                    ));
+                }
+            }
+            if entry.fuel == Some(0) {
+                return Err(format!("[{name}]: fuel must be at least 1"));
+            }
             if let Some(sha) = &entry.sha256 {
                 if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
                     return Err(format!("[{name}]: sha256 must be 64 hex digits"));
@@ -253,9 +279,11 @@ impl Policy {
             sysctls: p.sysctls.clone().or_else(|| d.sysctls.clone()),
             ipam: p.ipam.clone().or_else(|| d.ipam.clone()),
             native_exec: p.native_exec.or(d.native_exec),
+            files: p.files.clone().or_else(|| d.files.clone()),
             timeout_ms: p.timeout_ms.or(d.timeout_ms),
             memory_mib: p.memory_mib.or(d.memory_mib),
             output_kib: p.output_kib.or(d.output_kib),
+            fuel: p.fuel.or(d.fuel),
         })
     }
 }
@@ -307,6 +335,7 @@ pub fn decide(
         sysctls: entry.sysctls.unwrap_or(defaults.sysctls),
         ipam_types: entry.ipam.unwrap_or(defaults.ipam_types),
         native_exec: entry.native_exec.unwrap_or(false),
+        files: entry.files.unwrap_or_default(),
     };
     let base = Limits::default();
     let limits = Limits {
@@ -322,6 +351,7 @@ pub fn decide(
             .output_kib
             .map(|k| k << 10)
             .unwrap_or(base.output_bytes),
+        fuel: entry.fuel.or(base.fuel),
     };
     Ok((grants, limits))
 }
@@ -417,6 +447,45 @@ mod tests {
             Policy::load_from(Path::new("/proc/self/mem")).is_err()
                 || Policy::load_from(Path::new("/")).is_err()
         );
+    }
+
+    #[test]
+    fn files_and_fuel_come_from_the_entry_or_the_defaults() {
+        let (g, l) = decide(None, "host-local", SHA, &caps(&["ip-store", "files"])).unwrap();
+        assert!(g.allows(Capability::Files));
+        assert!(g.files.is_empty(), "no file access without a policy");
+        assert_eq!(l.fuel, None);
+        let p = Policy::parse(
+            r#"
+            [defaults]
+            files = ["/etc/resolv.conf"]
+            fuel = 1000000
+
+            [plugins.host-local]
+            files = ["/etc/resolv.conf", "/run/cni/dns/*.conf"]
+            fuel = 5000
+
+            [plugins.bridge]
+            capabilities = ["host-netns"]
+            "#,
+        )
+        .unwrap();
+        let (g, l) = decide(Some(&p), "host-local", SHA, &caps(&["files"])).unwrap();
+        assert_eq!(g.files, caps(&["/etc/resolv.conf", "/run/cni/dns/*.conf"]));
+        assert_eq!(l.fuel, Some(5000));
+        let (g, l) = decide(Some(&p), "loopback", SHA, &[]).unwrap();
+        assert_eq!(g.files, caps(&["/etc/resolv.conf"]));
+        assert_eq!(l.fuel, Some(1_000_000));
+        let e = decide(Some(&p), "bridge", SHA, &caps(&["files"])).unwrap_err();
+        assert!(e.contains("needs the files capability"), "{e}");
+        for bad in [
+            "[defaults]\nfiles = [\"etc/passwd\"]",
+            "[defaults]\nfiles = [\"/etc/../etc/shadow\"]",
+            "[plugins.x]\nfuel = 0",
+            "[plugins.x]\nfuel = -1",
+        ] {
+            assert!(Policy::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The bridge plugin, exec'd as a runtime execs it, with a throwaway namespace playing the host
 //! (`ip netns exec`): bridges, host veth ends, sysctls and firewall rules live there, never on
 //! the real host. Differential against the Debian reference (results, errors and kernel state
-//! on the same input), plus what the reference does not do (rollback, DEL after the netns is
-//! gone removing masquerade rules, concurrent ADDs onto a missing bridge).
+//! on the same input, `macspoofchk`'s nftables ruleset included), the spoof check on a real
+//! kernel, plus what the reference does not do (rollback, DEL after the netns is gone removing
+//! masquerade and spoof-check rules, concurrent ADDs onto a missing bridge).
 //!
 //! IPAM is our host-local when it is installed (else the reference's, exec'd natively, which
 //! the test policy then allows), each test with its own data dir and its own private /24.
@@ -12,6 +13,8 @@
 //! - routes the host adds carry `proto static` (the reference's `proto boot`): routes are
 //!   compared without their protocol;
 //! - a failed ADD leaves nothing behind (the reference leaves the veth);
+//! - a repeated spoof-check install replaces the container's base-chain rule (the reference
+//!   adds a second one), and DEL removes the check also without the netns;
 //! - the reference's CHECK fails for its own result when IPAM gives a route without a gateway
 //!   (it looks for a gateway-less route where ADD installed one through the gateway); ours
 //!   looks for the route ADD installed.
@@ -85,6 +88,12 @@ impl Net {
 
     fn ip(&self, host: u8) -> String {
         format!("{}.{host}", self.prefix)
+    }
+
+    /// `v` with this network's own addresses (`<prefix>.x`) written `NET.x`.
+    fn unprefixed(&self, v: &Value) -> Value {
+        let text = v.to_string().replace(&format!("{}.", self.prefix), "NET.");
+        serde_json::from_str(&text).unwrap()
     }
 
     fn ipam(&self) -> Value {
@@ -319,39 +328,91 @@ fn with_prev(config: &str, prev: &Value) -> String {
     c.to_string()
 }
 
+/// A cniVersion 1.0.0 config with `extra`, for any network.
+fn v1(extra: Value) -> impl Fn(&Net) -> String {
+    move |net| net.config(Some("1.0.0"), extra.clone())
+}
+
+/// Ours and the reference side by side on the same input: a network (host netns, subnet, IPAM
+/// data dir) and a container netns each; requests are for container `c1`.
+struct Pair {
+    ours: Net,
+    reference: Net,
+    ours_c: Netns,
+    ref_c: Netns,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        Pair {
+            ours: Net::new(),
+            reference: Net::new(),
+            ours_c: Netns::new(),
+            ref_c: Netns::new(),
+        }
+    }
+
+    /// `command` on both, with the config `conf` builds for each network: (ours, reference).
+    fn run(&self, command: &str, conf: impl Fn(&Net) -> String) -> (Exec, Exec) {
+        (
+            self.ours.ours(command, &self.ours_c, &conf(&self.ours)),
+            self.reference
+                .reference(command, &self.ref_c, &conf(&self.reference)),
+        )
+    }
+
+    /// ADD on both: both succeed with the same result (random parts and each network's own
+    /// default subnet blanked). The raw results, (ours, reference).
+    fn add_same(&self, conf: impl Fn(&Net) -> String) -> (Value, Value) {
+        let (ours, reference) = self.run("ADD", &conf);
+        let (ours, reference) = (ours.ok_json(), reference.ok_json());
+        assert_eq!(
+            self.ours.unprefixed(&normalized(&ours, &self.ours_c)),
+            self.reference
+                .unprefixed(&normalized(&reference, &self.ref_c)),
+            "ADD results for {}",
+            conf(&self.ours)
+        );
+        (ours, reference)
+    }
+
+    /// ADD fails on both with the same (code, message), which is returned.
+    fn add_err_same(&self, conf: impl Fn(&Net) -> String) -> (u64, String) {
+        let (ours, reference) = self.run("ADD", &conf);
+        let (ours, reference) = (ours.err(), reference.err());
+        assert_eq!(ours, reference, "ADD errors for {}", conf(&self.ours));
+        ours
+    }
+
+    fn assert_same_kernel_state(&self) {
+        assert_eq!(
+            self.ours
+                .unprefixed(&kernel_state(&self.ours.host, &self.ours_c)),
+            self.reference
+                .unprefixed(&kernel_state(&self.reference.host, &self.ref_c)),
+            "kernel state"
+        );
+    }
+}
+
 #[test]
 fn add_matches_the_reference_in_every_shared_version() {
     for version in SHARED_VERSIONS.iter().map(|v| Some(*v)).chain([None]) {
-        let (ours_net, ref_net) = (Net::new(), Net::new());
-        let (ours_c, ref_c) = (Netns::new(), Netns::new());
-        let extra = |net: &Net| {
-            json!({"isDefaultGateway": true, "dns": {"nameservers": ["10.0.0.53"], "search": ["example.org"]},
+        let pair = Pair::new();
+        let (ours_net, ours_c) = (&pair.ours, &pair.ours_c);
+        let (ours, _) = pair.add_same(|net: &Net| {
+            net.config(version, json!({"isDefaultGateway": true, "dns": {"nameservers": ["10.0.0.53"], "search": ["example.org"]},
                    "ipam": {"type": "host-local", "dataDir": net.data_dir, "subnet": "10.77.0.0/24",
-                            "routes": [{"dst": "10.99.0.0/16"}, {"dst": "10.98.0.0/16", "gw": "10.77.0.254"}]}})
-        };
-        let ours = ours_net
-            .ours("ADD", &ours_c, &ours_net.config(version, extra(&ours_net)))
-            .ok_json();
-        let reference = ref_net
-            .reference("ADD", &ref_c, &ref_net.config(version, extra(&ref_net)))
-            .ok_json();
-        assert_eq!(
-            normalized(&ours, &ours_c),
-            normalized(&reference, &ref_c),
-            "cniVersion {version:?}"
-        );
-        assert_eq!(
-            kernel_state(&ours_net.host, &ours_c),
-            kernel_state(&ref_net.host, &ref_c),
-            "kernel state, cniVersion {version:?}"
-        );
+                            "routes": [{"dst": "10.99.0.0/16"}, {"dst": "10.98.0.0/16", "gw": "10.77.0.254"}]}}))
+        });
+        pair.assert_same_kernel_state();
         if ours.get("interfaces").is_some() {
             // The MACs are those of the links.
             let ifs = &ours["interfaces"];
             assert_eq!(ifs[0]["mac"], link(&ours_net.host, BRIDGE)["address"]);
             let veth = ifs[1]["name"].as_str().unwrap();
             assert_eq!(ifs[1]["mac"], link(&ours_net.host, veth)["address"]);
-            assert_eq!(ifs[2]["mac"], link(&ours_c, "eth0")["address"]);
+            assert_eq!(ifs[2]["mac"], link(ours_c, "eth0")["address"]);
             assert_eq!(ifs[2]["sandbox"], ours_c.path());
         }
     }
@@ -359,46 +420,28 @@ fn add_matches_the_reference_in_every_shared_version() {
 
 #[test]
 fn dual_stack_matches_the_reference() {
-    let (ours_net, ref_net) = (Net::new(), Net::new());
-    let (ours_c, ref_c) = (Netns::new(), Netns::new());
-    let extra = |net: &Net| {
-        json!({"isDefaultGateway": true,
+    let pair = Pair::new();
+    let (ours_net, ref_net, ours_c) = (&pair.ours, &pair.reference, &pair.ours_c);
+    let conf = |net: &Net| {
+        net.config(
+            Some("1.0.0"),
+            json!({"isDefaultGateway": true,
                "ipam": {"type": "host-local", "dataDir": net.data_dir,
-                        "ranges": [[{"subnet": "10.80.0.0/24"}], [{"subnet": "fd00:80::/64"}]]}})
+                        "ranges": [[{"subnet": "10.80.0.0/24"}], [{"subnet": "fd00:80::/64"}]]}}),
+        )
     };
-    let ours = ours_net
-        .ours(
-            "ADD",
-            &ours_c,
-            &ours_net.config(Some("1.0.0"), extra(&ours_net)),
-        )
-        .ok_json();
-    let reference = ref_net
-        .reference(
-            "ADD",
-            &ref_c,
-            &ref_net.config(Some("1.0.0"), extra(&ref_net)),
-        )
-        .ok_json();
-    assert_eq!(normalized(&ours, &ours_c), normalized(&reference, &ref_c));
+    let (ours, _) = pair.add_same(conf);
     assert_eq!(ours["ips"][1]["gateway"], "fd00:80::1");
-    assert_eq!(
-        kernel_state(&ours_net.host, &ours_c),
-        kernel_state(&ref_net.host, &ref_c)
-    );
+    pair.assert_same_kernel_state();
     assert_eq!(
         addrs(&ours_net.host, BRIDGE),
         vec!["10.80.0.1/24".to_string(), "fd00:80::1/64".to_string()]
     );
-    for net in [&ours_net, &ref_net] {
+    for net in [ours_net, ref_net] {
         assert_eq!(net.sysctl("net.ipv6.conf.all.forwarding"), "1");
     }
     // CHECK sees both families.
-    let check = ours_net.ours(
-        "CHECK",
-        &ours_c,
-        &with_prev(&ours_net.config(Some("1.0.0"), extra(&ours_net)), &ours),
-    );
+    let check = ours_net.ours("CHECK", ours_c, &with_prev(&conf(ours_net), &ours));
     assert_eq!(check.status, 0, "{check:?}");
 }
 
@@ -510,11 +553,11 @@ fn del_after_the_netns_is_gone_releases_the_ip_and_the_masquerade_rules() {
 
 #[test]
 fn check_passes_after_add_and_fails_when_an_address_or_route_is_removed() {
-    let (ours_net, ref_net) = (Net::new(), Net::new());
-    let (ours_c, ref_c) = (Netns::new(), Netns::new());
-    let conf = |net: &Net| net.config(Some("1.0.0"), json!({"isDefaultGateway": true}));
-    let ours_r = ours_net.ours("ADD", &ours_c, &conf(&ours_net)).ok_json();
-    let ref_r = ref_net.reference("ADD", &ref_c, &conf(&ref_net)).ok_json();
+    let pair = Pair::new();
+    let (ours_net, ref_net) = (&pair.ours, &pair.reference);
+    let (ours_c, ref_c) = (&pair.ours_c, &pair.ref_c);
+    let conf = v1(json!({"isDefaultGateway": true}));
+    let (ours_r, ref_r) = pair.add_same(&conf);
     let check = |net: &Net, c: &Netns, r: &Value, ours: bool| {
         let config = with_prev(&conf(net), r);
         if ours {
@@ -523,17 +566,17 @@ fn check_passes_after_add_and_fails_when_an_address_or_route_is_removed() {
             net.reference("CHECK", c, &config)
         }
     };
-    let ok = check(&ours_net, &ours_c, &ours_r, true);
+    let ok = check(ours_net, ours_c, &ours_r, true);
     assert_eq!((ok.status, ok.stdout.as_str()), (0, ""), "{ok:?}");
-    let ok = check(&ref_net, &ref_c, &ref_r, false);
+    let ok = check(ref_net, ref_c, &ref_r, false);
     assert_eq!(ok.status, 0, "{ok:?}");
 
     // A removed default route: the same message (the gateway differs per network).
-    for c in [&ours_c, &ref_c] {
+    for c in [ours_c, ref_c] {
         c.ip(&["route", "del", "default"]);
     }
-    let ours_e = check(&ours_net, &ours_c, &ours_r, true).err();
-    let ref_e = check(&ref_net, &ref_c, &ref_r, false).err();
+    let ours_e = check(ours_net, ours_c, &ours_r, true).err();
+    let ref_e = check(ref_net, ref_c, &ref_r, false).err();
     assert_eq!(
         ours_e.1.replace(&ours_net.prefix, "NET"),
         ref_e.1.replace(&ref_net.prefix, "NET")
@@ -546,7 +589,7 @@ fn check_passes_after_add_and_fails_when_an_address_or_route_is_removed() {
     );
 
     // A removed address: the same message.
-    for (r, c) in [(&ours_r, &ours_c), (&ref_r, &ref_c)] {
+    for (r, c) in [(&ours_r, ours_c), (&ref_r, ref_c)] {
         c.ip(&[
             "addr",
             "del",
@@ -555,8 +598,8 @@ fn check_passes_after_add_and_fails_when_an_address_or_route_is_removed() {
             "eth0",
         ]);
     }
-    let ours_e = check(&ours_net, &ours_c, &ours_r, true).err();
-    let ref_e = check(&ref_net, &ref_c, &ref_r, false).err();
+    let ours_e = check(ours_net, ours_c, &ours_r, true).err();
+    let ref_e = check(ref_net, ref_c, &ref_r, false).err();
     assert_eq!(ours_e.0, ref_e.0);
     assert_eq!(
         ours_e.1.replace(&ours_net.prefix, "NET"),
@@ -598,25 +641,18 @@ fn check_verifies_the_interfaces() {
 
 #[test]
 fn an_existing_ifname_fails_before_ipam_like_the_reference() {
-    let (ours_net, ref_net) = (Net::new(), Net::new());
-    let (ours_c, ref_c) = (Netns::new(), Netns::new());
-    for c in [&ours_c, &ref_c] {
+    let pair = Pair::new();
+    for c in [&pair.ours_c, &pair.ref_c] {
         c.ip(&[
             "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
         ]);
     }
-    let ours = ours_net
-        .ours("ADD", &ours_c, &ours_net.config(Some("1.0.0"), json!({})))
-        .err();
-    let reference = ref_net
-        .reference("ADD", &ref_c, &ref_net.config(Some("1.0.0"), json!({})))
-        .err();
-    assert_eq!(ours, reference);
+    let ours = pair.add_err_same(v1(json!({})));
     assert_eq!(ours.1, "container veth name provided (eth0) already exists");
-    assert!(ours_net.reserved().is_empty(), "no address leaked");
-    assert!(ours_net.host_veths().is_empty());
+    assert!(pair.ours.reserved().is_empty(), "no address leaked");
+    assert!(pair.ours.host_veths().is_empty());
     assert_eq!(
-        link(&ours_c, "eth0")["link"],
+        link(&pair.ours_c, "eth0")["link"],
         "other0",
         "the existing eth0 is untouched"
     );
@@ -746,8 +782,9 @@ fn ip_masq_with_nftables() {
 
 #[test]
 fn ip_masq_with_iptables_like_the_reference() {
-    let (ours_net, ref_net) = (Net::new(), Net::new());
-    let (ours_c, ref_c) = (Netns::new(), Netns::new());
+    let pair = Pair::new();
+    let (ours_net, ref_net) = (&pair.ours, &pair.reference);
+    let (ours_c, ref_c) = (&pair.ours_c, &pair.ref_c);
     let conf = |net: &Net, backend: bool| {
         // One network name for both: the chain name derives from it and the container id.
         let mut extra = json!({"name": "masqnet", "isGateway": true, "ipMasq": true,
@@ -758,17 +795,17 @@ fn ip_masq_with_iptables_like_the_reference() {
         net.config(Some("1.0.0"), extra)
     };
     ours_net
-        .ours("ADD", &ours_c, &conf(&ours_net, true))
+        .ours("ADD", ours_c, &conf(ours_net, true))
         .ok_json();
     // The reference (1.1.1) only knows iptables and has no ipMasqBackend.
     ref_net
-        .reference("ADD", &ref_c, &conf(&ref_net, false))
+        .reference("ADD", ref_c, &conf(ref_net, false))
         .ok_json();
     let ours = iptables_nat(&ours_net.host);
     assert!(!ours.is_empty());
     assert_eq!(ours, iptables_nat(&ref_net.host));
     assert!(nft_rules(&ours_net.host).is_empty());
-    let del = ours_net.ours("DEL", &ours_c, &conf(&ours_net, true));
+    let del = ours_net.ours("DEL", ours_c, &conf(ours_net, true));
     assert_eq!(del.status, 0, "{del:?}");
     assert!(
         iptables_nat(&ours_net.host).is_empty(),
@@ -852,28 +889,18 @@ fn chained_with_logger_the_result_comes_back_unchanged() {
 
 #[test]
 fn config_errors_match_the_reference() {
-    let (ours_net, ref_net) = (Net::new(), Net::new());
     for extra in [
         json!({"hairpinMode": true, "promiscMode": true}),
         json!({"vlan": 4095}),
         json!({"vlan": -1}),
     ] {
-        let (ours_c, ref_c) = (Netns::new(), Netns::new());
-        let ours = ours_net
-            .ours(
-                "ADD",
-                &ours_c,
-                &ours_net.config(Some("1.0.0"), extra.clone()),
-            )
-            .err();
-        let reference = ref_net
-            .reference("ADD", &ref_c, &ref_net.config(Some("1.0.0"), extra.clone()))
-            .err();
-        assert_eq!(ours, reference, "{extra}");
-        assert!(ours_net.host_veths().is_empty());
+        let pair = Pair::new();
+        pair.add_err_same(v1(extra));
+        assert!(pair.ours.host_veths().is_empty());
     }
     // A link of the bridge's name that is not a bridge.
-    for net in [&ours_net, &ref_net] {
+    let pair = Pair::new();
+    for net in [&pair.ours, &pair.reference] {
         net.host.ip(&[
             "link",
             "add",
@@ -885,41 +912,20 @@ fn config_errors_match_the_reference() {
             "notabridge",
         ]);
     }
-    let (ours_c, ref_c) = (Netns::new(), Netns::new());
-    let ours = ours_net
-        .ours("ADD", &ours_c, &ours_net.config(Some("1.0.0"), json!({})))
-        .err();
-    let reference = ref_net
-        .reference("ADD", &ref_c, &ref_net.config(Some("1.0.0"), json!({})))
-        .err();
-    assert_eq!(ours, reference);
+    let ours = pair.add_err_same(v1(json!({})));
     assert_eq!(
         ours.1,
         format!(
             "failed to create bridge \"{BRIDGE}\": \"{BRIDGE}\" already exists but is not a bridge"
         )
     );
-    assert!(ours_net.reserved().is_empty());
+    assert!(pair.ours.reserved().is_empty());
 }
 
 #[test]
 fn options_ours_alone_supports_fail_clearly_or_work() {
     let net = Net::new();
     let c = Netns::new();
-    // macspoofchk needs nftables rules the host cannot make yet.
-    let (code, msg) = net
-        .ours(
-            "ADD",
-            &c,
-            &net.config(Some("1.0.0"), json!({"macspoofchk": true})),
-        )
-        .err();
-    assert_eq!(code, 110);
-    assert!(msg.contains("macspoofchk"), "{msg}");
-    assert!(
-        net.host_links().iter().all(|(n, _, _)| n != BRIDGE),
-        "nothing was created"
-    );
     // disableContainerInterface with IPAM is an error; without, eth0 stays down.
     let (_, msg) = net
         .ours(
@@ -961,25 +967,10 @@ fn options_ours_alone_supports_fail_clearly_or_work() {
 
 #[test]
 fn layer2_only_matches_the_reference() {
-    let (ours_net, ref_net) = (Net::new(), Net::new());
-    let (ours_c, ref_c) = (Netns::new(), Netns::new());
-    let extra = json!({"ipam": null, "mtu": 1400, "hairpinMode": true});
-    let ours = ours_net
-        .ours(
-            "ADD",
-            &ours_c,
-            &ours_net.config(Some("1.0.0"), extra.clone()),
-        )
-        .ok_json();
-    let reference = ref_net
-        .reference("ADD", &ref_c, &ref_net.config(Some("1.0.0"), extra))
-        .ok_json();
-    assert_eq!(normalized(&ours, &ours_c), normalized(&reference, &ref_c));
-    assert_eq!(
-        kernel_state(&ours_net.host, &ours_c),
-        kernel_state(&ref_net.host, &ref_c)
-    );
-    let state = kernel_state(&ours_net.host, &ours_c);
+    let pair = Pair::new();
+    pair.add_same(v1(json!({"ipam": null, "mtu": 1400, "hairpinMode": true})));
+    pair.assert_same_kernel_state();
+    let state = kernel_state(&pair.ours.host, &pair.ours_c);
     assert_eq!(state["container"]["mtu"], 1400);
     assert_eq!(state["container"]["up"], true);
     assert_eq!(state["veths"][0]["hairpin"], true);
@@ -1054,18 +1045,10 @@ fn vlan_filtering_supported() -> bool {
 /// Without vlan filtering in the kernel, a vlan config fails at the bridge in both plugins,
 /// and ours leaves nothing behind.
 fn vlan_unsupported_fails_like_the_reference(extra: Value) {
-    let (ours_net, ref_net) = (Net::new(), Net::new());
-    let (ours_c, ref_c) = (Netns::new(), Netns::new());
-    let ours = ours_net
-        .ours(
-            "ADD",
-            &ours_c,
-            &ours_net.config(Some("1.0.0"), extra.clone()),
-        )
-        .err();
-    let reference = ref_net
-        .reference("ADD", &ref_c, &ref_net.config(Some("1.0.0"), extra))
-        .err();
+    let pair = Pair::new();
+    let (ours, reference) = pair.run("ADD", v1(extra));
+    let (ours, reference) = (ours.err(), reference.err());
+    let ours_net = &pair.ours;
     let prefix = format!("failed to create bridge \"{BRIDGE}\": could not add \"{BRIDGE}\": ");
     assert!(ours.1.starts_with(&prefix), "{ours:?}");
     assert!(reference.1.starts_with(&prefix), "{reference:?}");
@@ -1079,19 +1062,9 @@ fn vlan_access_port_like_the_reference() {
     if !vlan_filtering_supported() {
         return vlan_unsupported_fails_like_the_reference(extra);
     }
-    let (ours_net, ref_net) = (Net::new(), Net::new());
-    let (ours_c, ref_c) = (Netns::new(), Netns::new());
-    let ours = ours_net
-        .ours(
-            "ADD",
-            &ours_c,
-            &ours_net.config(Some("1.0.0"), extra.clone()),
-        )
-        .ok_json();
-    let reference = ref_net
-        .reference("ADD", &ref_c, &ref_net.config(Some("1.0.0"), extra))
-        .ok_json();
-    assert_eq!(normalized(&ours, &ours_c), normalized(&reference, &ref_c));
+    let pair = Pair::new();
+    let (ours_net, ref_net) = (&pair.ours, &pair.reference);
+    let (ours, reference) = pair.add_same(v1(extra));
     let vlans = |net: &Net, veth: &str| -> Value {
         let v: Value = serde_json::from_str(&run(&[
             "ip",
@@ -1108,11 +1081,11 @@ fn vlan_access_port_like_the_reference() {
         .unwrap();
         v[0]["vlans"].clone()
     };
-    let ours_vlans = vlans(&ours_net, ours["interfaces"][1]["name"].as_str().unwrap());
+    let ours_vlans = vlans(ours_net, ours["interfaces"][1]["name"].as_str().unwrap());
     assert_eq!(
         ours_vlans,
         vlans(
-            &ref_net,
+            ref_net,
             reference["interfaces"][1]["name"].as_str().unwrap()
         )
     );
@@ -1128,7 +1101,7 @@ fn vlan_access_port_like_the_reference() {
         "{ours_vlans}"
     );
     assert_eq!(
-        kernel_state(&ours_net.host, &ours_c)["bridge"]["vlan_filtering"],
+        kernel_state(&ours_net.host, &pair.ours_c)["bridge"]["vlan_filtering"],
         1
     );
 }
@@ -1202,27 +1175,15 @@ fn gateway_on_a_vlan_interface_like_the_reference() {
     if !vlan_filtering_supported() {
         return vlan_unsupported_fails_like_the_reference(json!({"vlan": 42, "isGateway": true}));
     }
-    let (ours_net, ref_net) = (Net::new(), Net::new());
-    let (ours_c, ref_c) = (Netns::new(), Netns::new());
-    let extra = |net: &Net| {
-        json!({"vlan": 42, "isGateway": true,
-               "ipam": {"type": "host-local", "dataDir": net.data_dir, "subnet": "10.79.0.0/24"}})
-    };
-    let ours = ours_net
-        .ours(
-            "ADD",
-            &ours_c,
-            &ours_net.config(Some("1.0.0"), extra(&ours_net)),
+    let pair = Pair::new();
+    let (ours_net, ref_net) = (&pair.ours, &pair.reference);
+    pair.add_same(|net: &Net| {
+        net.config(
+            Some("1.0.0"),
+            json!({"vlan": 42, "isGateway": true,
+               "ipam": {"type": "host-local", "dataDir": net.data_dir, "subnet": "10.79.0.0/24"}}),
         )
-        .ok_json();
-    let reference = ref_net
-        .reference(
-            "ADD",
-            &ref_c,
-            &ref_net.config(Some("1.0.0"), extra(&ref_net)),
-        )
-        .ok_json();
-    assert_eq!(normalized(&ours, &ours_c), normalized(&reference, &ref_c));
+    });
     let gw = format!("{BRIDGE}.42");
     assert_eq!(addrs(&ours_net.host, &gw), addrs(&ref_net.host, &gw));
     assert_eq!(addrs(&ours_net.host, &gw), vec!["10.79.0.1/24".to_string()]);
@@ -1323,5 +1284,244 @@ fn bench_add_del_against_the_reference() {
     }
     println!(
         "IPAM: ours with {ipam}, the reference with its own; bridge isGateway, under ip netns exec"
+    );
+}
+
+/// The `bridge nat` table (the spoof check's) as nft JSON objects, handles dropped and what
+/// legitimately differs between two runs blanked: the host veth's name and the container MAC.
+/// Empty when there is no table.
+fn spoof_ruleset(host: &Netns, veth: &str, mac: &str) -> Vec<Value> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &host.name, "nft", "-j"])
+        .args(["list", "table", "bridge", "nat"])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("No such file or directory"),
+            "nft: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&out.stdout)
+        .replace(&format!("\"{veth}\""), "\"VETH\"")
+        .replace(&format!("\"{mac}\""), "\"MAC\"");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item.get("metainfo").is_none())
+        .map(|item| {
+            let mut item = item.clone();
+            for obj in item.as_object_mut().unwrap().values_mut() {
+                obj.as_object_mut().unwrap().remove("handle");
+            }
+            item
+        })
+        .collect()
+}
+
+/// (chain names, rule count) of a spoof ruleset.
+fn spoof_shape(ruleset: &[Value]) -> (Vec<String>, usize) {
+    let chains = ruleset
+        .iter()
+        .filter_map(|i| i.get("chain"))
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    (
+        chains,
+        ruleset.iter().filter(|i| i.get("rule").is_some()).count(),
+    )
+}
+
+/// The host veth and the container MAC of an ADD result.
+fn veth_and_mac(r: &Value) -> (String, String) {
+    let s = |v: &Value| v.as_str().unwrap().to_string();
+    (
+        s(&r["interfaces"][1]["name"]),
+        s(&r["interfaces"][2]["mac"]),
+    )
+}
+
+#[test]
+fn macspoofchk_rules_match_the_reference_and_del_removes_them() {
+    let pair = Pair::new();
+    let conf = v1(json!({"macspoofchk": true}));
+    let (ours, reference) = pair.add_same(&conf);
+    pair.assert_same_kernel_state();
+    let (ours_veth, ours_mac) = veth_and_mac(&ours);
+    let (ref_veth, ref_mac) = veth_and_mac(&reference);
+    let ours_rules = spoof_ruleset(&pair.ours.host, &ours_veth, &ours_mac);
+    let ref_rules = spoof_ruleset(&pair.reference.host, &ref_veth, &ref_mac);
+    assert_eq!(ours_rules, ref_rules);
+    // Table `bridge nat`, the base chain, the container's two chains, four rules; the MAC is
+    // the container's and the base chain matches the container's host veth.
+    assert_eq!(
+        spoof_shape(&ours_rules),
+        (
+            vec![
+                "PREROUTING".to_string(),
+                "cni-br-iface-c1-eth0".into(),
+                "cni-br-iface-c1-eth0-mac".into()
+            ],
+            4
+        )
+    );
+    let text = serde_json::to_string(&ours_rules).unwrap();
+    assert!(
+        text.contains(r#""right":"MAC""#) && text.contains(r#""right":"VETH""#),
+        "{text}"
+    );
+    assert_eq!(link(&pair.ours_c, "eth0")["address"], ours_mac.as_str());
+
+    // DEL: the container's chains and rules go, the table and base chain stay, in both.
+    let (o, r) = pair.run("DEL", &conf);
+    assert_eq!((o.status, r.status), (0, 0), "{o:?} {r:?}");
+    let ours_rules = spoof_ruleset(&pair.ours.host, &ours_veth, &ours_mac);
+    assert_eq!(
+        ours_rules,
+        spoof_ruleset(&pair.reference.host, &ref_veth, &ref_mac)
+    );
+    assert_eq!(
+        spoof_shape(&ours_rules),
+        (vec!["PREROUTING".to_string()], 0)
+    );
+    // A second DEL is fine.
+    let del = pair.ours.ours("DEL", &pair.ours_c, &conf(&pair.ours));
+    assert_eq!(del.status, 0, "{del:?}");
+
+    // The same layout both ways: our DEL removes what the reference installed.
+    let again = pair
+        .reference
+        .reference("ADD", &pair.ref_c, &conf(&pair.reference))
+        .ok_json();
+    let (veth, mac) = veth_and_mac(&again);
+    assert_eq!(
+        spoof_shape(&spoof_ruleset(&pair.reference.host, &veth, &mac)).1,
+        4
+    );
+    let del = pair
+        .reference
+        .ours("DEL", &pair.ref_c, &conf(&pair.reference));
+    assert_eq!(del.status, 0, "{del:?}");
+    assert_eq!(
+        spoof_shape(&spoof_ruleset(&pair.reference.host, &veth, &mac)),
+        (vec!["PREROUTING".to_string()], 0)
+    );
+}
+
+#[test]
+fn macspoofchk_drops_frames_with_a_changed_mac() {
+    let net = Net::new();
+    let spoof = net.config(
+        Some("1.0.0"),
+        json!({"isGateway": true, "macspoofchk": true}),
+    );
+    let plain = net.config(Some("1.0.0"), json!({"isGateway": true}));
+    let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
+    let add = |ns: &Netns, id: &str, config: &str| {
+        net.ours_with(net.cni("ADD", &ns.path(), id), config)
+            .ok_json()
+    };
+    let ra = add(&a, "a", &spoof);
+    let rb = add(&b, "b", &spoof);
+    add(&c, "c", &plain);
+    let ip_b = rb["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let gw = net.ip(1);
+    assert!(ping(&a, &ip_b), "a -> b with its own MAC");
+    assert!(ping(&a, &gw), "a -> gateway with its own MAC");
+    // A (checked) and C (not checked) take another MAC inside their netns; every neighbour
+    // cache forgets the old ones.
+    let set_mac = |ns: &Netns, mac: &str| {
+        ns.ip(&["link", "set", "eth0", "address", mac]);
+        for n in [&net.host, &a, &b, &c] {
+            n.ip(&["neigh", "flush", "all"]);
+        }
+    };
+    set_mac(&a, "0a:58:0a:ff:00:0a");
+    set_mac(&c, "0a:58:0a:ff:00:0c");
+    assert!(
+        !ping(&a, &ip_b),
+        "a -> b with a spoofed MAC must be dropped"
+    );
+    assert!(
+        !ping(&a, &gw),
+        "a -> gateway with a spoofed MAC must be dropped"
+    );
+    assert!(ping(&b, &gw), "b is unaffected");
+    assert!(ping(&c, &gw), "c has no spoof check: its new MAC passes");
+    // Back to the MAC it was given, A passes again.
+    set_mac(&a, ra["interfaces"][2]["mac"].as_str().unwrap());
+    assert!(ping(&a, &ip_b), "a -> b with its own MAC again");
+}
+
+#[test]
+fn a_failed_add_after_the_spoof_check_leaves_no_rules() {
+    let net = Net::new();
+    let c = Netns::new();
+    // A route through a gateway outside every subnet of the container: the kernel refuses it,
+    // after the spoof check was installed (before IPAM).
+    let mut ipam = net.ipam();
+    ipam["routes"] = json!([{"dst": "10.99.0.0/16", "gw": "192.0.2.1"}]);
+    let config = net.config(Some("1.0.0"), json!({"ipam": ipam, "macspoofchk": true}));
+    let add = net.ours("ADD", &c, &config);
+    let (code, msg) = add.err();
+    assert_eq!(code, 999);
+    assert!(msg.starts_with("failed to add route"), "{msg}");
+    for op in ["mac-spoof-check-add", "mac-spoof-check-del"] {
+        assert!(
+            add.stderr
+                .lines()
+                .any(|l| l.contains(&format!(r#""op":"{op}""#)) && l.contains(r#""outcome":"ok""#)),
+            "{op} in the audit log: {}",
+            add.stderr
+        );
+    }
+    assert_eq!(
+        spoof_shape(&spoof_ruleset(&net.host, "-", "-")),
+        (vec!["PREROUTING".to_string()], 0)
+    );
+    assert!(net.reserved().is_empty());
+    assert!(net.host_veths().is_empty(), "{:?}", net.host_links());
+
+    // DEL after the netns is gone still removes the check (the reference leaves it). Layer 2
+    // only, so the same container can be added twice below.
+    let config = net.config(Some("1.0.0"), json!({"macspoofchk": true, "ipam": null}));
+    let c2 = Netns::new();
+    let r = net
+        .ours_with(net.cni("ADD", &c2.path(), "c2"), &config)
+        .ok_json();
+    let (veth, mac) = veth_and_mac(&r);
+    assert_eq!(spoof_shape(&spoof_ruleset(&net.host, &veth, &mac)).1, 4);
+    // The container's interface vanished without a DEL and it is added again: its check is
+    // replaced (one base-chain rule, for the new veth), not doubled.
+    c2.ip(&["link", "del", "eth0"]);
+    let r = net
+        .ours_with(net.cni("ADD", &c2.path(), "c2"), &config)
+        .ok_json();
+    let (new_veth, new_mac) = veth_and_mac(&r);
+    assert_ne!(new_veth, veth);
+    let rules = spoof_ruleset(&net.host, &new_veth, &new_mac);
+    assert_eq!(spoof_shape(&rules).1, 4, "{rules:?}");
+    let text = serde_json::to_string(&rules).unwrap();
+    assert!(
+        text.contains(r#""right":"VETH""#) && text.contains(r#""right":"MAC""#),
+        "{text}"
+    );
+    let path = c2.path();
+    drop(c2);
+    let del = net.ours_with(net.cni("DEL", &path, "c2"), &config);
+    assert_eq!(del.status, 0, "{del:?}");
+    assert_eq!(
+        spoof_shape(&spoof_ruleset(&net.host, &new_veth, &new_mac)),
+        (vec!["PREROUTING".to_string()], 0)
     );
 }

@@ -91,7 +91,7 @@ fn a_declared_capability_is_granted_without_a_policy() {
 #[test]
 fn a_policy_that_does_not_grant_a_declared_capability_refuses_the_module() {
     let s = Setup::new();
-    let policy = PolicyFile::new("[plugins.hostile]\ncapabilities = []\n");
+    let policy = PolicyFile::new("[plugins.hostile]\ncapabilities = [\"ipam\", \"files\"]\n");
     let (code, msg) = s.run("host-netns", Some(&policy)).err();
     assert_eq!(code, 100, "{msg}");
     assert_eq!(
@@ -106,7 +106,7 @@ fn host_links_outside_the_allowed_patterns_are_denied_at_the_call() {
     let s = Setup::new();
     let audit = PolicyFile::new("");
     let policy = PolicyFile::new(&format!(
-        "[audit]\nfile = \"{}\"\n[plugins.hostile]\ncapabilities = [\"host-netns\", \"ipam\"]\nhost-links = [\"cni*\", \"veth*\"]\n",
+        "[audit]\nfile = \"{}\"\n[plugins.hostile]\ncapabilities = [\"host-netns\", \"ipam\", \"files\"]\nhost-links = [\"cni*\", \"veth*\"]\n",
         audit.0.display()
     ));
     let (code, msg) = s.run("host-netns", Some(&policy)).err();
@@ -134,7 +134,7 @@ fn a_host_sysctl_outside_the_allowed_patterns_is_denied() {
     let s = Setup::new();
     let before = s.host.ip_json(&["netconf", "show"]);
     let policy = PolicyFile::new(
-        "[plugins.hostile]\ncapabilities = [\"host-netns\", \"ipam\"]\nsysctls = [\"net.ipv6.conf.*.accept_dad\"]\n",
+        "[plugins.hostile]\ncapabilities = [\"host-netns\", \"ipam\", \"files\"]\nsysctls = [\"net.ipv6.conf.*.accept_dad\"]\n",
     );
     let (code, msg) = s.run("host-sysctl", Some(&policy)).err();
     assert_eq!(code, 100, "{msg}");
@@ -166,7 +166,7 @@ fn a_host_device_that_is_not_granted_cannot_be_moved() {
     s.host
         .ip(&["link", "add", "hd0", "type", "veth", "peer", "name", "hd0p"]);
     let policy = PolicyFile::new(
-        "[plugins.hostile]\ncapabilities = [\"host-netns\", \"ipam\"]\nhost-links = [\"veth*\"]\nhost-devices = [\"eth1\"]\n",
+        "[plugins.hostile]\ncapabilities = [\"host-netns\", \"ipam\", \"files\"]\nhost-links = [\"veth*\"]\nhost-devices = [\"eth1\"]\n",
     );
     let (code, msg) = s.run("steal-device", Some(&policy)).err();
     assert_eq!(code, 100, "{msg}");
@@ -244,6 +244,97 @@ fn an_infinite_loop_is_stopped_at_the_timeout() {
         "stopped near the deadline"
     );
     s.next_invocation_works(Some(&policy));
+}
+
+#[test]
+fn a_cpu_loop_is_stopped_by_its_fuel_budget_before_the_timeout() {
+    let s = Setup::new();
+    let policy = PolicyFile::new("[plugins.hostile]\nfuel = 20000000\ntimeout-ms = 60000\n");
+    let started = Instant::now();
+    let (code, msg) = s.run("loop", Some(&policy)).err();
+    assert_eq!(code, 102, "{msg}");
+    assert!(
+        msg.contains("exceeded its instruction budget of 20000000 fuel") && msg.contains("`fuel`"),
+        "{msg}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stopped by fuel, not by the 60 s timeout: {:?}",
+        started.elapsed()
+    );
+    s.next_invocation_works(Some(&policy));
+}
+
+#[test]
+fn reading_etc_shadow_through_the_files_capability_is_denied_and_audited() {
+    let s = Setup::new();
+    // No policy file: the capability is declared, but no file is readable.
+    let out = s.run("read-shadow", None);
+    let (code, msg) = out.err();
+    assert_eq!(code, 100, "{msg}");
+    assert!(
+        msg.contains(r#"may not read "/etc/shadow""#) && msg.contains("`files`"),
+        "{msg}"
+    );
+    assert!(
+        out.stderr.contains(r#""op":"file-read""#)
+            && out.stderr.contains(r#""target":"/etc/shadow""#)
+            && out.stderr.contains(r#""outcome":"denied""#),
+        "the attempt is audited: {}",
+        out.stderr
+    );
+    s.next_invocation_works(None);
+    // A policy that grants other files does not grant this one.
+    let audit = PolicyFile::new("");
+    let policy = PolicyFile::new(&format!(
+        "[audit]\nfile = \"{}\"\n[plugins.hostile]\nfiles = [\"/etc/*.conf\", \"/run/cni/dns/*.conf\"]\n",
+        audit.0.display()
+    ));
+    let (code, msg) = s.run("read-shadow", Some(&policy)).err();
+    assert_eq!(code, 100, "{msg}");
+    assert!(msg.contains("/etc/shadow"), "{msg}");
+    let log = std::fs::read_to_string(&audit.0).unwrap();
+    assert!(
+        log.contains(r#""op":"file-read""#) && log.contains(r#""outcome":"denied""#),
+        "{log}"
+    );
+    s.next_invocation_works(Some(&policy));
+}
+
+/// The WASI filesystem is not linked at all (host/src/sandbox/wasi.rs): a component that
+/// imports it does not instantiate. So a guest cannot even try it at run time — code that
+/// touches `std::fs` makes the whole module unusable, which is why the hostile guest has no
+/// such mode. What can be checked: the hostile guest (Rust std, like any plugin) imports no
+/// filesystem or socket interface, and its one way to a file is the audited `files` import.
+#[test]
+fn the_guest_has_no_wasi_filesystem_and_reads_files_only_through_the_host() {
+    let s = Setup::new();
+    let out = wasm_cni_tests::exec_args(
+        &s.install.dir.join("wasm-cni"),
+        &["inspect", "hostile"],
+        &[("CNI_PATH", &s.install.dir.display().to_string())],
+        b"",
+    );
+    let info = out.ok_json();
+    let imports: Vec<&str> = info["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .collect();
+    assert!(
+        imports
+            .iter()
+            .any(|i| i.starts_with("wasm-cni:plugin/files@")),
+        "{imports:?}"
+    );
+    assert!(
+        !imports
+            .iter()
+            .any(|i| i.starts_with("wasi:filesystem") || i.starts_with("wasi:sockets")),
+        "{imports:?}"
+    );
+    assert_eq!(info["policy"]["files"], serde_json::json!([]), "{info}");
 }
 
 #[test]

@@ -11,10 +11,6 @@ use wasm_cni_sdk::{codes, CniError, Dns};
 
 pub const DEFAULT_BRIDGE: &str = "cni0";
 
-/// A code for options this host cannot carry out yet (plugin-specific range, above the host's
-/// own 100-103).
-pub const UNSUPPORTED_OPTION: u32 = 110;
-
 /// The validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -40,6 +36,7 @@ pub struct Config {
     pub vlan_trunk_given: bool,
     /// `preserveDefaultVlan` (default true).
     pub preserve_default_vlan: bool,
+    /// `macspoofchk`: frames from the container's veth enter the bridge only with its MAC.
     pub mac_spoof_check: bool,
     pub enable_dad: bool,
     pub disable_container_interface: bool,
@@ -304,8 +301,7 @@ impl Config {
         self.vlan != 0 || self.vlan_trunk_given
     }
 
-    /// The checks ADD makes before it changes anything, in the reference's order (and the
-    /// options this host cannot carry out, before anything is created).
+    /// The checks ADD makes before it changes anything, in the reference's order.
     pub fn check_for_add(&self) -> Result<(), CniError> {
         if self.is_layer3() && self.disable_container_interface {
             return Err(error(
@@ -316,14 +312,6 @@ impl Config {
             // With the final period, as the reference release we compare against prints it.
             return Err(error(
                 "cannot set hairpin mode and promiscuous mode at the same time.",
-            ));
-        }
-        if self.mac_spoof_check {
-            return Err(CniError::new(
-                UNSUPPORTED_OPTION,
-                "macspoofchk is not supported yet: the wasm-cni host has no nftables \
-                 capability for per-port MAC filtering",
-                "remove \"macspoofchk\" from the network config or use the native bridge plugin",
             ));
         }
         if self.ip_masq && self.is_layer3() {
@@ -646,12 +634,9 @@ mod tests {
             e.msg,
             "cannot set hairpin mode and promiscuous mode at the same time."
         );
-        let e = parse(r#"{"macspoofchk":true}"#)
-            .unwrap()
-            .check_for_add()
-            .unwrap_err();
-        assert_eq!(e.code, UNSUPPORTED_OPTION);
-        assert!(e.msg.contains("macspoofchk"));
+        let spoof = parse(r#"{"macspoofchk":true}"#).unwrap();
+        assert!(spoof.mac_spoof_check);
+        assert!(spoof.check_for_add().is_ok());
         let e = parse(r#"{"ipMasq":true,"ipMasqBackend":"pf","ipam":{"type":"x"}}"#)
             .unwrap()
             .check_for_add()

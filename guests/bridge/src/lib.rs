@@ -5,9 +5,11 @@
 //! ADD creates (or reuses) the bridge, creates the veth pair across the two namespaces in one
 //! step, enslaves the host end, asks IPAM for addresses and configures the container; with
 //! `isGateway` the bridge gets the gateway addresses and forwarding is enabled, with `ipMasq`
-//! the host masquerades the container's traffic. Unlike the reference, a failed ADD removes
-//! everything it created (veth, IP reservation, masquerade rules). DEL never removes the bridge
-//! and succeeds when things are already gone.
+//! the host masquerades the container's traffic, with `macspoofchk` the host drops frames from
+//! the container's veth whose source MAC is not the container's (nftables, in the reference's
+//! layout). Unlike the reference, a failed ADD removes everything it created (veth, IP
+//! reservation, spoof-check and masquerade rules). DEL never removes the bridge and succeeds
+//! when things are already gone; it removes the spoof check also when the netns is gone.
 //!
 //! - [`config`] — the configuration and its validation
 //! - [`addressing`] — gateways, default routes and routes from the IPAM result
@@ -74,6 +76,26 @@ fn base_result(ctx: &Context, cfg: &Config, veth: &Veth) -> Result<CniResult, Cn
         ],
         ..Default::default()
     })
+}
+
+/// Install the MAC spoof check for the container's veth, its removal registered first (a
+/// half-installed check is removed too).
+fn spoof_check_add(
+    ctx: &Context,
+    cfg: &Config,
+    host_ifname: &str,
+    mac: &str,
+    rollback: &mut Rollback<'_>,
+) -> Result<(), CniError> {
+    let (network, id, ifname) = (
+        cfg.name.clone(),
+        ctx.container_id.clone(),
+        ctx.ifname.clone(),
+    );
+    rollback.push("spoof-check del".into(), move || {
+        firewall::mac_spoof_check_del(&network, &id, &ifname)
+    });
+    firewall::mac_spoof_check_add(&cfg.name, &ctx.container_id, &ctx.ifname, host_ifname, mac)
 }
 
 /// The layer-3 part of ADD: addresses from IPAM into the container, gateways, masquerade;
@@ -157,6 +179,16 @@ impl Plugin for Bridge {
         )?;
         links::attach_port(&host, &bridge, &veth.host, &veth.host_name, &cfg)?;
         let mut result = base_result(ctx, &cfg, &veth)?;
+        if cfg.mac_spoof_check {
+            // As the reference: as soon as the container's MAC is known, before IPAM.
+            spoof_check_add(
+                ctx,
+                &cfg,
+                &veth.host_name,
+                &result.interfaces[2].mac,
+                &mut rollback,
+            )?;
+        }
         if cfg.is_layer3() {
             add_layer3(
                 ctx,
@@ -208,10 +240,14 @@ impl Plugin for Bridge {
         }
         if cfg.is_layer3() {
             ipam::del(&cfg.ipam_type, &ctx.config_json)?;
-            // Keyed by network and container: removed also when the netns is long gone.
-            if cfg.ip_masq {
-                firewall::masquerade_del(&cfg.name, &ctx.container_id, masq_backend(&cfg))?;
-            }
+        }
+        // Both keyed by the container, not the netns: removed also when the netns is long gone
+        // (the reference leaves the spoof check behind then).
+        if cfg.mac_spoof_check {
+            firewall::mac_spoof_check_del(&cfg.name, &ctx.container_id, &ctx.ifname)?;
+        }
+        if cfg.is_layer3() && cfg.ip_masq {
+            firewall::masquerade_del(&cfg.name, &ctx.container_id, masq_backend(&cfg))?;
         }
         Ok(())
     }

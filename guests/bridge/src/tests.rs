@@ -189,7 +189,8 @@ fn without_the_host_netns_the_error_is_a_denial() {
     assert!(e.msg.contains("host-netns"), "{e:?}");
 }
 
-/// Nothing of the container is left: no veth on either side, the IP released, no masquerade.
+/// Nothing of the container is left: no veth on either side, the IP released, no masquerade,
+/// no spoof check.
 fn assert_rolled_back(fake: &FakeHost, c: &Netns) {
     assert_rolled_back_with(fake, c, 0);
 }
@@ -205,6 +206,7 @@ fn assert_rolled_back_with(fake: &FakeHost, c: &Netns, others: usize) {
         others
     );
     assert!(fake.masquerades().is_empty());
+    assert!(fake.mac_spoof_checks().is_empty());
     let verbs: Vec<IpamVerb> = fake.ipam_calls().iter().map(|c| c.verb).collect();
     if verbs.contains(&IpamVerb::Add) {
         assert_eq!(
@@ -502,4 +504,106 @@ fn cni_args_mac_and_unknown_args() {
     let c2 = fake.add_netns("c2");
     let e = Bridge::add(&ctx("").with_args(&[("K8S_POD_NAME", "web")]), &c2).unwrap_err();
     assert_eq!(e.msg, r#"ARGS: unknown args ["K8S_POD_NAME=web"]"#);
+}
+
+#[test]
+fn macspoofchk_pins_the_container_mac_on_its_host_veth() {
+    let (fake, c) = setup();
+    let r = add(
+        r#""macspoofchk":true,"runtimeConfig":{"mac":"0a:58:0a:01:00:05"}"#,
+        &c,
+    )
+    .unwrap();
+    let checks = fake.mac_spoof_checks();
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    let check = &checks[&("cid".to_string(), "eth0".to_string())];
+    assert_eq!(check.network, "net1");
+    assert_eq!(check.host_ifname, r.interfaces[1].name);
+    assert_eq!(check.mac, "0a:58:0a:01:00:05");
+    assert_eq!(check.mac, r.interfaces[2].mac);
+    // Installed before IPAM, as the reference does.
+    assert!(matches!(
+        fake.firewall_calls().first(),
+        Some(FirewallCall::MacSpoofCheckAdd { .. })
+    ));
+    // Without the option nothing is installed, on a layer-2 network too.
+    let (fake, c) = setup();
+    add("", &c).unwrap();
+    assert!(fake.firewall_calls().is_empty());
+    let (fake, c) = setup();
+    let l2 =
+        r#"{"cniVersion":"1.0.0","name":"net1","type":"bridge","bridge":"br0","macspoofchk":true}"#;
+    let r = Bridge::add(&Context::new("cid", "eth0", NETNS, l2), &c).unwrap();
+    assert_eq!(
+        fake.mac_spoof_checks()[&("cid".to_string(), "eth0".to_string())].host_ifname,
+        r.interfaces[1].name
+    );
+    Bridge::del(&Context::new("cid", "eth0", NETNS, l2), Some(&c)).unwrap();
+    assert!(fake.mac_spoof_checks().is_empty());
+}
+
+#[test]
+fn a_failure_after_the_spoof_check_removes_it() {
+    // IPAM fails after the check was installed; so does the container's route.
+    let (fake, c) = setup();
+    fake.set_ipam_error(
+        "host-local",
+        IpamVerb::Add,
+        CniError::new(999, "no IP addresses available", ""),
+    );
+    let e = add(r#""macspoofchk":true"#, &c).unwrap_err();
+    assert_eq!(e.msg, "no IP addresses available");
+    assert!(fake.mac_spoof_checks().is_empty());
+    assert!(matches!(
+        fake.firewall_calls().last(),
+        Some(FirewallCall::MacSpoofCheckDel { container_id, ifname, .. })
+            if container_id == "cid" && ifname == "eth0"
+    ));
+    assert!(fake.link(&c, "eth0").is_none());
+    assert!(fake.links(&fake.host()).iter().all(|l| l.kind != "veth"));
+    let (fake, c) = setup();
+    fake.fail_next("route-add", NetErrorKind::Other, "boom");
+    add(r#""macspoofchk":true,"ipMasq":true"#, &c).unwrap_err();
+    assert!(fake.mac_spoof_checks().is_empty());
+    assert_rolled_back(&fake, &c);
+}
+
+#[test]
+fn a_spoof_check_failure_fails_the_add_before_ipam() {
+    let (fake, c) = setup();
+    fake.set_firewall_error(Some("nft: Could not process rule"));
+    let e = add(r#""macspoofchk":true"#, &c).unwrap_err();
+    assert!(e.msg.contains("nft"), "{e:?}");
+    fake.set_firewall_error(None);
+    assert!(fake.ipam_calls().is_empty(), "no address was taken");
+    assert_rolled_back(&fake, &c);
+    // The rollback tried to remove what may have been half installed.
+    assert!(matches!(
+        fake.firewall_calls().last(),
+        Some(FirewallCall::MacSpoofCheckDel { .. })
+    ));
+}
+
+#[test]
+fn del_removes_the_spoof_check_also_without_a_netns_and_is_idempotent() {
+    let (fake, c) = setup();
+    let extra = r#""macspoofchk":true,"ipMasq":true"#;
+    add(extra, &c).unwrap();
+    assert_eq!(fake.mac_spoof_checks().len(), 1);
+    assert_eq!(fake.masquerades().len(), 1);
+    for netns in [None, Some(&c), None] {
+        Bridge::del(&ctx(extra), netns).unwrap();
+        assert!(fake.mac_spoof_checks().is_empty());
+        assert!(fake.masquerades().is_empty());
+    }
+    let dels = fake
+        .firewall_calls()
+        .iter()
+        .filter(|call| matches!(call, FirewallCall::MacSpoofCheckDel { .. }))
+        .count();
+    assert_eq!(dels, 3);
+    // A failing removal is the DEL's error (the runtime retries).
+    fake.set_firewall_error(Some("nft: Operation not permitted"));
+    let e = Bridge::del(&ctx(extra), Some(&c)).unwrap_err();
+    assert!(e.msg.contains("Operation not permitted"), "{e:?}");
 }

@@ -4,13 +4,16 @@
 //! ADD allocates one address per range set (round-robin, or the requested one), DEL releases
 //! what the attachment holds, CHECK asks that it holds something. Beyond the reference: GC
 //! releases every reservation whose attachment is not in `cni.dev/valid-attachments`, and
-//! STATUS reports code 50 when the store cannot be opened and locked.
+//! STATUS reports code 50 when the store cannot be opened and locked. With `ipam.resolvConf`
+//! the result's `dns` comes from that file, read through the host's `files` capability (the
+//! node policy must name the path).
 //!
-//! The logic is in [`allocator`], [`config`] and [`range`] (plain Rust, tested natively); this
+//! The logic is in [`allocator`], [`config`], [`dns`] and [`range`] (plain Rust, tested natively); this
 //! file connects it to the SDK.
 
 mod allocator;
 mod config;
+mod dns;
 mod range;
 
 use std::net::IpAddr;
@@ -49,32 +52,24 @@ impl Reservations for StoreLock<'_> {
     }
 }
 
-/// A plugin cannot read files yet, so `resolvConf` cannot be honoured; saying so beats
-/// returning a result without the DNS settings the operator asked for.
-fn resolv_conf_unsupported(path: &str) -> CniError {
-    CniError::new(
-        100,
-        format!(
-            "ipam.resolvConf {path:?} is not supported: reading a file needs a file capability that wasm-cni does not offer yet"
-        ),
-        "put the DNS settings in the network config's \"dns\" instead",
-    )
-}
-
 struct HostLocal;
 
 impl Plugin for HostLocal {
     fn add(ctx: &Context, _netns: &Netns) -> Result<CniResult, CniError> {
         let conf = config::load(&ctx.config_json, &ctx.args)?;
-        if !conf.resolv_conf.is_empty() {
-            return Err(resolv_conf_unsupported(&conf.resolv_conf));
-        }
+        // As the reference: the file is read before anything is allocated.
+        let dns = if conf.resolv_conf.is_empty() {
+            Default::default()
+        } else {
+            dns::load(&conf.resolv_conf)?
+        };
         let store = Store::open()?;
         let mut locked = store.lock()?;
         let ips = allocator::allocate_all(&mut locked, &conf, &ctx.container_id, &ctx.ifname)?;
         Ok(CniResult {
             ips,
             routes: conf.routes,
+            dns,
             ..Default::default()
         })
     }
@@ -132,4 +127,4 @@ impl Plugin for HostLocal {
     }
 }
 
-wasm_cni_sdk::export_plugin!(HostLocal, capabilities = ["ip-store"]);
+wasm_cni_sdk::export_plugin!(HostLocal, capabilities = ["ip-store", "files"]);

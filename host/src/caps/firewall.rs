@@ -8,6 +8,14 @@
 //!   nat table, jumped to from POSTROUTING for each address.
 //!
 //! Traffic to the container's own subnet and to multicast is left alone, as the reference does.
+//!
+//! MAC spoof check (bridge's `macspoofchk`), in the reference's layout so an operator sees the
+//! familiar ruleset and either plugin's DEL removes the other's rules: table `bridge nat`, base
+//! chain `PREROUTING` (filter, prerouting, priority -300) with one rule per container,
+//! `iifname "<host veth>" jump cni-br-iface-<id>`, where `<id>` is `<container>-<ifname>`; that
+//! chain jumps to `cni-br-iface-<id>-mac`, which returns for the container's source MAC and
+//! drops everything else. Every rule is commented `macspoofchk-<id>`. Written as nft JSON
+//! (no quoting of names), one transaction each way; the table and base chain stay on DEL.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -124,6 +132,194 @@ fn nft_del(network: &str, container: &str) -> Result<(), String> {
         .map(|h| format!("delete rule inet {NFT_TABLE} postrouting handle {h}\n"))
         .collect();
     run("nft", &["-f", "-"], Some(&script)).map(|_| ())
+}
+
+/// The nftables table and base chain the reference's spoof check uses.
+const SPOOF_TABLE: &str = "nat";
+const SPOOF_BASE_CHAIN: &str = "PREROUTING";
+
+/// Names of one container interface's spoof-check objects, as the reference names them.
+struct SpoofCheck {
+    /// `cni-br-iface-<container>-<ifname>`, jumped to from the base chain.
+    iface_chain: String,
+    /// `<iface_chain>-mac`: accepts the container's MAC, drops the rest.
+    mac_chain: String,
+    /// `macspoofchk-<container>-<ifname>` on every rule.
+    comment: String,
+}
+
+impl SpoofCheck {
+    fn new(container: &str, ifname: &str) -> SpoofCheck {
+        let id = format!("{container}-{ifname}");
+        let iface_chain = format!("cni-br-iface-{id}");
+        SpoofCheck {
+            mac_chain: format!("{iface_chain}-mac"),
+            iface_chain,
+            comment: format!("macspoofchk-{id}"),
+        }
+    }
+
+    fn chain(name: &str) -> serde_json::Value {
+        serde_json::json!({"chain": {"family": "bridge", "table": SPOOF_TABLE, "name": name}})
+    }
+
+    fn rule(&self, chain: &str, expr: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({"add": {"rule": {"family": "bridge", "table": SPOOF_TABLE,
+            "chain": chain, "comment": self.comment, "expr": expr}}})
+    }
+
+    /// Whether a base-chain rule belongs to this check: our comment, or a jump to our chain
+    /// (which would keep the chain from being deleted).
+    fn owns(&self, rule: &serde_json::Value) -> bool {
+        rule["comment"] == self.comment.as_str()
+            || rule["expr"].as_array().is_some_and(|e| {
+                e.iter()
+                    .any(|x| x["jump"]["target"] == self.iface_chain.as_str())
+            })
+    }
+}
+
+/// What of a spoof check is in the `bridge nat` table now.
+#[derive(Default)]
+struct SpoofState {
+    /// Handles of the base-chain rules that belong to the check.
+    base_rules: Vec<u64>,
+    iface_chain: bool,
+    mac_chain: bool,
+}
+
+/// Read the `bridge nat` table; an absent table means nothing is installed.
+fn spoof_state(sc: &SpoofCheck) -> Result<SpoofState, String> {
+    let listing = match run("nft", &["-j", "list", "table", "bridge", SPOOF_TABLE], None) {
+        Ok(l) => l,
+        // nft's own answer for a missing table (not a missing nft binary).
+        Err(e) if !e.starts_with("running ") && e.contains("No such file or directory") => {
+            return Ok(SpoofState::default())
+        }
+        Err(e) => return Err(e),
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&listing).map_err(|e| format!("parsing nft output: {e}"))?;
+    let mut st = SpoofState::default();
+    for item in json["nftables"].as_array().into_iter().flatten() {
+        if let Some(chain) = item.get("chain") {
+            st.iface_chain |= chain["name"] == sc.iface_chain.as_str();
+            st.mac_chain |= chain["name"] == sc.mac_chain.as_str();
+        } else if let Some(rule) = item.get("rule") {
+            if rule["chain"] == SPOOF_BASE_CHAIN && sc.owns(rule) {
+                st.base_rules.extend(rule["handle"].as_u64());
+            }
+        }
+    }
+    Ok(st)
+}
+
+fn delete_base_rules(handles: &[u64]) -> impl Iterator<Item = serde_json::Value> + '_ {
+    handles.iter().map(|h| {
+        serde_json::json!({"delete": {"rule": {"family": "bridge", "table": SPOOF_TABLE,
+            "chain": SPOOF_BASE_CHAIN, "handle": h}}})
+    })
+}
+
+/// Apply a list of nft JSON commands as one transaction.
+fn nft_apply(commands: Vec<serde_json::Value>) -> Result<(), String> {
+    let script = serde_json::json!({ "nftables": commands }).to_string();
+    run("nft", &["-j", "-f", "-"], Some(&script)).map(|_| ())
+}
+
+fn spoof_check_add(
+    container: &str,
+    ifname: &str,
+    host_ifname: &str,
+    mac: &str,
+) -> Result<(), String> {
+    let sc = SpoofCheck::new(container, ifname);
+    // A base-chain rule left by an earlier ADD of the same container is replaced, not doubled.
+    let stale = spoof_state(&sc)?.base_rules;
+    let mut cmds = vec![
+        serde_json::json!({"add": {"table": {"family": "bridge", "name": SPOOF_TABLE}}}),
+        serde_json::json!({"add": {"chain": {"family": "bridge", "table": SPOOF_TABLE,
+            "name": SPOOF_BASE_CHAIN, "type": "filter", "hook": "prerouting", "prio": -300,
+            "policy": "accept"}}}),
+        serde_json::json!({"add": SpoofCheck::chain(&sc.iface_chain)}),
+        serde_json::json!({"add": SpoofCheck::chain(&sc.mac_chain)}),
+        serde_json::json!({"flush": SpoofCheck::chain(&sc.iface_chain)}),
+        serde_json::json!({"flush": SpoofCheck::chain(&sc.mac_chain)}),
+    ];
+    cmds.extend(delete_base_rules(&stale));
+    cmds.extend([
+        sc.rule(
+            SPOOF_BASE_CHAIN,
+            serde_json::json!([
+                {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": host_ifname}},
+                {"jump": {"target": sc.iface_chain}}
+            ]),
+        ),
+        sc.rule(
+            &sc.iface_chain,
+            serde_json::json!([{"jump": {"target": sc.mac_chain}}]),
+        ),
+        sc.rule(
+            &sc.mac_chain,
+            serde_json::json!([
+                {"match": {"op": "==", "left": {"payload": {"protocol": "ether", "field": "saddr"}},
+                           "right": mac}},
+                {"return": null}
+            ]),
+        ),
+        sc.rule(&sc.mac_chain, serde_json::json!([{"drop": null}])),
+    ]);
+    nft_apply(cmds)
+}
+
+fn spoof_check_del(container: &str, ifname: &str) -> Result<(), String> {
+    let sc = SpoofCheck::new(container, ifname);
+    let st = spoof_state(&sc)?;
+    let mut cmds: Vec<_> = delete_base_rules(&st.base_rules).collect();
+    // The iface chain jumps to the mac chain: both emptied before either is deleted.
+    for (present, name) in [
+        (st.iface_chain, &sc.iface_chain),
+        (st.mac_chain, &sc.mac_chain),
+    ] {
+        if present {
+            cmds.push(serde_json::json!({"flush": SpoofCheck::chain(name)}));
+        }
+    }
+    for (present, name) in [
+        (st.iface_chain, &sc.iface_chain),
+        (st.mac_chain, &sc.mac_chain),
+    ] {
+        if present {
+            cmds.push(serde_json::json!({"delete": SpoofCheck::chain(name)}));
+        }
+    }
+    if cmds.is_empty() {
+        return Ok(());
+    }
+    nft_apply(cmds)
+}
+
+/// An interface name as the kernel accepts it: 1-15 bytes, not `.`/`..`, no `/`, `:`,
+/// whitespace, quotes or control characters.
+fn check_ifname(what: &str, s: &str) -> Result<(), String> {
+    let bad = |c: char| !c.is_ascii_graphic() || "/:\"\\'".contains(c);
+    if s.is_empty() || s.len() > 15 || s == "." || s == ".." || s.chars().any(bad) {
+        return Err(format!("invalid {what} {s:?}"));
+    }
+    Ok(())
+}
+
+/// A MAC address as `xx:xx:xx:xx:xx:xx`, lower-cased.
+fn normalize_mac(s: &str) -> Result<String, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6
+        || !parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        return Err(format!("invalid MAC address {s:?}"));
+    }
+    Ok(s.to_ascii_lowercase())
 }
 
 fn iptables_add(network: &str, container: &str, addrs: &[IpNet]) -> Result<(), String> {
@@ -313,6 +509,55 @@ impl firewall::Host for Caps {
             r,
         )
     }
+
+    fn mac_spoof_check_add(
+        &mut self,
+        network: String,
+        container_id: String,
+        ifname: String,
+        host_ifname: String,
+        mac: String,
+    ) -> Result<(), String> {
+        self.require(Capability::Firewall, "mac-spoof-check-add")?;
+        check_token("network name", &network)?;
+        check_token("container id", &container_id)?;
+        check_ifname("interface name", &ifname)?;
+        check_ifname("host interface name", &host_ifname)?;
+        let mac = normalize_mac(&mac)?;
+        // The rules filter a host link: the policy's host-links must cover it.
+        self.require_match(
+            &self.grants.host_links,
+            "host link",
+            &host_ifname,
+            "mac-spoof-check-add",
+        )?;
+        let r = spoof_check_add(&container_id, &ifname, &host_ifname, &mac)
+            .map_err(|e| format!("failed to setup spoof-check: {e}"));
+        self.audited(
+            "mac-spoof-check-add",
+            &format!("{network}/{container_id}/{ifname} {host_ifname} {mac}"),
+            r,
+        )
+    }
+
+    fn mac_spoof_check_del(
+        &mut self,
+        network: String,
+        container_id: String,
+        ifname: String,
+    ) -> Result<(), String> {
+        self.require(Capability::Firewall, "mac-spoof-check-del")?;
+        check_token("network name", &network)?;
+        check_token("container id", &container_id)?;
+        check_ifname("interface name", &ifname)?;
+        let r = spoof_check_del(&container_id, &ifname)
+            .map_err(|e| format!("failed to teardown spoof-check: {e}"));
+        self.audited(
+            "mac-spoof-check-del",
+            &format!("{network}/{container_id}/{ifname}"),
+            r,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -345,6 +590,56 @@ mod tests {
                 "CNI-x"
             ]
         );
+    }
+
+    #[test]
+    fn spoof_check_names_follow_the_reference() {
+        let sc = SpoofCheck::new("abc123", "eth0");
+        assert_eq!(sc.iface_chain, "cni-br-iface-abc123-eth0");
+        assert_eq!(sc.mac_chain, "cni-br-iface-abc123-eth0-mac");
+        assert_eq!(sc.comment, "macspoofchk-abc123-eth0");
+        // Base-chain rules are ours by comment or by their jump target.
+        assert!(sc.owns(&serde_json::json!({"comment": "macspoofchk-abc123-eth0"})));
+        assert!(sc.owns(
+            &serde_json::json!({"expr": [{"jump": {"target": "cni-br-iface-abc123-eth0"}}]})
+        ));
+        assert!(
+            !sc.owns(&serde_json::json!({"comment": "macspoofchk-abc123-eth1",
+            "expr": [{"jump": {"target": "cni-br-iface-abc123-eth1"}}]}))
+        );
+    }
+
+    #[test]
+    fn interface_names_and_macs_are_checked() {
+        for ok in ["eth0", "veth0123abcd", "net1.100", "a-b_c"] {
+            assert!(check_ifname("x", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a:b",
+            "a b",
+            "a\"b",
+            "sixteen-chars-xx",
+            "é",
+        ] {
+            assert!(check_ifname("x", bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            normalize_mac("0A:58:0a:00:00:07").unwrap(),
+            "0a:58:0a:00:00:07"
+        );
+        for bad in [
+            "",
+            "0a:58:0a:00:00",
+            "0a-58-0a-00-00-07",
+            "0a:58:0a:00:00:0g",
+            "0a:58:0a:00:00:007",
+        ] {
+            assert!(normalize_mac(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Capabilities the host hands to guests: network namespaces and links, IPAM delegation, the
-//! address store, firewall rules and logging.
+//! address store, firewall rules, files the policy names, and logging.
 //!
 //! Every operation a guest asks for lands here, is checked against the [`Grants`] of this run
 //! and is carried out by the host. A guest only ever holds resource handles that point into
 //! [`Caps::table`]; one file per imported interface.
 
+mod files;
 mod firewall;
 mod ipam;
 pub mod netns;

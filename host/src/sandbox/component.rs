@@ -113,6 +113,7 @@ fn call(
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(1);
+    guest::set_fuel(&mut store, limits)?;
     let _watchdog = Watchdog::arm(engine, limits.timeout);
 
     crate::log::trace::mark("link");

@@ -1,12 +1,12 @@
-//! What both kinds of guest share: the store's limits, the watchdog that enforces the
-//! timeout, the guest's captured stderr, and turning a trap into a CNI error.
+//! What both kinds of guest share: the store's limits (memory, fuel), the watchdog that enforces
+//! the timeout, the guest's captured stderr, and turning a trap into a CNI error.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use cni_types::CniError;
-use wasmtime::{Engine, ResourceLimiter, Trap};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use crate::log::{Level, Logger};
@@ -85,6 +85,13 @@ impl Watchdog {
     }
 }
 
+/// Give the store its instruction budget: the policy's `fuel`, or as good as unlimited. The
+/// engine always compiles fuel accounting in (see [`super::config`]), so a store must get fuel
+/// before the guest runs, or it traps at its first instruction.
+pub fn set_fuel<T>(store: &mut Store<T>, limits: &Limits) -> wasmtime::Result<()> {
+    store.set_fuel(limits.fuel.unwrap_or(u64::MAX))
+}
+
 /// A capped pipe for the guest's stderr; its lines go to the host log afterwards.
 pub fn stderr_pipe(limits: &Limits) -> MemoryOutputPipe {
     MemoryOutputPipe::new(limits.output_bytes)
@@ -120,7 +127,12 @@ pub fn trap_error(
         Some(Trap::MemoryOutOfBounds) => format!(
             "plugin {plugin} accessed memory out of bounds (it exhausted its stack, or has a bug)"
         ),
-        Some(Trap::OutOfFuel) => format!("plugin {plugin} exceeded its instruction budget"),
+        Some(Trap::OutOfFuel) => match limits.fuel {
+            Some(fuel) => format!(
+                "plugin {plugin} exceeded its instruction budget of {fuel} fuel and was stopped (policy key `fuel`)"
+            ),
+            None => format!("plugin {plugin} exceeded its instruction budget and was stopped"),
+        },
         _ if memory_hit => format!(
             "plugin {plugin} exceeded its memory limit of {} MiB",
             limits.memory_bytes >> 20

@@ -34,7 +34,7 @@ pub const WASI_RUN_EXPORT: &str = "wasi:cli/run@0.2";
 
 /// Names this engine configuration inside artifacts. Bump it whenever [`config`] changes, so
 /// artifacts made under the old configuration are recompiled instead of refused.
-pub const ENGINE_TAG: &str = "wasm-cni/2 wasmtime-48 epoch stack=512KiB no-unwind-info";
+pub const ENGINE_TAG: &str = "wasm-cni/3 wasmtime-48 epoch fuel stack=512KiB no-unwind-info";
 
 /// The one engine configuration, shared by the runtime and the install-time compiler: an
 /// artifact only loads into an engine configured like the one that produced it.
@@ -43,6 +43,9 @@ pub fn config() -> Config {
     config.wasm_component_model(true);
     // Timeouts: a watchdog bumps the epoch at the deadline.
     config.epoch_interruption(true);
+    // Instruction budgets (policy `fuel`): the accounting is compiled into the code, so it is
+    // always on; a store without a budget gets u64::MAX (see guest::set_fuel).
+    config.consume_fuel(true);
     // Deep recursion traps instead of exhausting the host's stack.
     config.max_wasm_stack(512 << 10);
     // No .eh_frame for guest code: wasmtime's own backtraces do not need it, and registering

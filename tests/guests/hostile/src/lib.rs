@@ -1,5 +1,5 @@
 //! A hostile guest for tests: the config's `mode` picks the misbehaviour. It declares the
-//! host-netns capability, so the node policy decides what it may touch there. Tests run it
+//! host-netns and files capabilities, so the node policy decides what it may touch there. Tests run it
 //! with a throwaway namespace as its "host", never the real one.
 
 use serde::Deserialize;
@@ -60,6 +60,15 @@ fn misbehave(ctx: &Context, netns: &Netns) -> Result<CniResult, CniError> {
                 hog.push(vec![1u8; 16 << 20]);
             }
         }
+        // Reads the host's password hashes through the files capability.
+        "read-shadow" => {
+            let bytes = wasm_cni_sdk::files::read("/etc/shadow")?;
+            Err(CniError::new(
+                codes::INTERNAL,
+                format!("read {} bytes of /etc/shadow", bytes.len()),
+                "",
+            ))
+        }
         "panic" => panic!("hostile guest panics on purpose"),
         "loop" => loop {
             std::hint::black_box(0u64);
@@ -102,4 +111,4 @@ impl Plugin for Hostile {
     }
 }
 
-wasm_cni_sdk::export_plugin!(Hostile, capabilities = ["host-netns", "ipam"]);
+wasm_cni_sdk::export_plugin!(Hostile, capabilities = ["host-netns", "ipam", "files"]);
