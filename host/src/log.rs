@@ -141,19 +141,23 @@ impl Logger {
 /// invocation line carries `phases_us` (microseconds per phase, in order). Off, a mark costs
 /// one thread-local check.
 pub mod trace {
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
     use std::time::Instant;
 
     use serde_json::{Map, Value};
 
+    /// (nesting level, phase, when it ended)
+    type Mark = (u8, &'static str, Instant);
+
     thread_local! {
-        static MARKS: RefCell<Option<Vec<(&'static str, Instant)>>> = const { RefCell::new(None) };
+        static MARKS: RefCell<Option<Vec<Mark>>> = const { RefCell::new(None) };
+        static DEPTH: Cell<u8> = const { Cell::new(0) };
     }
 
     /// Start tracing this thread if `WASM_CNI_TRACE` is set.
     pub fn start() {
         if std::env::var_os("WASM_CNI_TRACE").is_some() {
-            MARKS.with(|m| *m.borrow_mut() = Some(vec![("start", Instant::now())]));
+            MARKS.with(|m| *m.borrow_mut() = Some(vec![(0, "start", Instant::now())]));
         }
     }
 
@@ -161,20 +165,54 @@ pub mod trace {
     pub fn mark(name: &'static str) {
         MARKS.with(|m| {
             if let Some(v) = m.borrow_mut().as_mut() {
-                v.push((name, Instant::now()));
+                let level = DEPTH.with(|d| d.get()).saturating_sub(1);
+                v.push((level, name, Instant::now()));
             }
         });
     }
 
-    /// The phases so far, each with its duration in microseconds.
+    /// Marks one plugin run (the exec's own, or a wasm IPAM plugin run in-process for it) until
+    /// the guard drops. A nested run first ends the outer guest's phase `guest` (its work until
+    /// it delegated), and its own phases are reported as `ipam.<phase>`, so they neither
+    /// overwrite the outer run's phases nor hide the outer guest's time in them.
+    pub fn enter() -> Run {
+        if DEPTH.with(|d| d.get()) > 0 {
+            mark("guest");
+        }
+        DEPTH.with(|d| d.set(d.get().saturating_add(1)));
+        Run(())
+    }
+
+    /// See [`enter`].
+    pub struct Run(());
+
+    impl Drop for Run {
+        fn drop(&mut self) {
+            DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+        }
+    }
+
+    /// The phases so far, each with its duration in microseconds. A phase that recurs (a
+    /// second IPAM call, e.g. a rollback) gets `#2`, `#3`, … instead of replacing the first.
     pub fn phases() -> Option<Value> {
         MARKS.with(|m| {
             let marks = m.borrow();
             let marks = marks.as_ref()?;
             let mut out = Map::new();
             for w in marks.windows(2) {
-                let us = w[1].1.duration_since(w[0].1).as_micros() as u64;
-                out.insert(w[1].0.to_string(), Value::from(us));
+                let (level, name, end) = w[1];
+                let us = end.duration_since(w[0].2).as_micros() as u64;
+                let base = match level {
+                    0 => name.to_string(),
+                    _ => format!("{}{name}", "ipam.".repeat(level as usize)),
+                };
+                let mut key = base.clone();
+                let mut n = 1;
+                while out.contains_key(&key) {
+                    n += 1;
+                    key = format!("{base}#{n}");
+                }
+                out.insert(key, Value::from(us));
             }
             Some(Value::Object(out))
         })

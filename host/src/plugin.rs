@@ -170,6 +170,7 @@ pub fn run_request(
     policy: Option<&Policy>,
     logger: &Logger,
 ) -> Result<Answer, CniError> {
+    let _run = trace::enter();
     let (artifact, digest) = load(engine, plugin, logger)?;
     trace::mark("artifact");
     let decision = policy::decide(policy, &plugin.name, &digest, &artifact.capabilities);
@@ -183,15 +184,32 @@ pub fn run_request(
             Ok(out.map(Answer::Text).unwrap_or(Answer::Nothing))
         }
         GuestKind::Plugin => {
-            let rt = Arc::new(
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_io()
-                    .build()
-                    .map_err(|e| internal(format!("starting the netlink runtime: {e}")))?,
-            );
-            trace::mark("runtime");
-            let netns = open_netns(&req, &rt)?;
-            trace::mark("netns");
+            let outer = RUNNING.with(|r| r.borrow().clone());
+            let (rt, netns) = match outer {
+                // A wasm IPAM plugin run in-process for a plugin of this exec, on the same
+                // thread: the request names the same container netns (the delegating
+                // plugin passes its own CNI_NETNS), so it gets the runtime and the netns
+                // handle already open instead of a second runtime and a second thread that
+                // enters the netns. The handle grants nothing beyond what a fresh one would.
+                Some((rt, path, netns)) if path == req.netns => {
+                    trace::mark("runtime");
+                    trace::mark("netns");
+                    (rt, netns)
+                }
+                _ => {
+                    let rt = Arc::new(
+                        tokio::runtime::Builder::new_current_thread()
+                            .enable_io()
+                            .build()
+                            .map_err(|e| internal(format!("starting the netlink runtime: {e}")))?,
+                    );
+                    trace::mark("runtime");
+                    let netns = open_netns(&req, &rt)?;
+                    trace::mark("netns");
+                    (rt, netns)
+                }
+            };
+            let _running = Running::set(rt.clone(), req.netns.clone(), netns.clone());
             let caps = Caps::new(
                 rt,
                 engine.clone(),
@@ -211,6 +229,37 @@ pub fn run_request(
             )?;
             Ok(result.map(Answer::Typed).unwrap_or(Answer::Nothing))
         }
+    }
+}
+
+type Shared = (
+    Arc<tokio::runtime::Runtime>,
+    String,
+    Option<Arc<crate::caps::netns::Netns>>,
+);
+
+thread_local! {
+    /// The netlink runtime and container netns of the plugin run in progress on this thread.
+    static RUNNING: std::cell::RefCell<Option<Shared>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Publishes a run's runtime and netns to runs nested in it; restores the outer value on drop.
+struct Running(Option<Shared>);
+
+impl Running {
+    fn set(
+        rt: Arc<tokio::runtime::Runtime>,
+        path: String,
+        netns: Option<Arc<crate::caps::netns::Netns>>,
+    ) -> Running {
+        Running(RUNNING.with(|r| r.borrow_mut().replace((rt, path, netns))))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let outer = self.0.take();
+        RUNNING.with(|r| *r.borrow_mut() = outer);
     }
 }
 

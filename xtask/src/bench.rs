@@ -207,6 +207,8 @@ struct Op {
     name: &'static str,
     ours: Series,
     reference: Option<Series>,
+    /// The native floor (`wasm-cni-floor`: the same netlink work without wasm), where it exists.
+    floor: Option<Series>,
 }
 
 impl Op {
@@ -215,6 +217,7 @@ impl Op {
             name,
             ours: Series::default(),
             reference: Some(Series::default()),
+            floor: None,
         }
     }
 
@@ -223,11 +226,18 @@ impl Op {
             name,
             ours: Series::default(),
             reference: None,
+            floor: None,
         }
     }
 
     fn reference(&mut self) -> &mut Series {
         self.reference.as_mut().expect("a paired operation")
+    }
+
+    /// A paired operation that the native floor also does.
+    fn with_floor(mut self) -> Op {
+        self.floor = Some(Series::default());
+        self
     }
 }
 
@@ -295,12 +305,12 @@ impl Call<'_> {
     }
 }
 
-/// Ours (0) or the reference (1) of a paired operation.
+/// Ours (0), the reference (1) or the native floor (2) of an operation.
 fn side_of(op: &mut Op, n: usize) -> &mut Series {
-    if n == 0 {
-        &mut op.ours
-    } else {
-        op.reference()
+    match n {
+        0 => &mut op.ours,
+        1 => op.reference(),
+        _ => op.floor.as_mut().expect("an operation with a native floor"),
     }
 }
 
@@ -318,6 +328,17 @@ impl Side<'_> {
     }
 }
 
+/// The native floor binary (`bench/native-floor`), built in release like the host.
+const FLOOR_BIN: &str = "wasm-cni-floor";
+
+fn build_floor(root: &Path) -> Result<std::path::PathBuf> {
+    run(crate::cargo().args(["build", "--release", "-p", "wasm-cni-native-floor"]))?;
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    Ok(target.join("release").join(FLOOR_BIN))
+}
+
 fn with_prev(conf: &Value, prev: &str) -> Result<Value> {
     let mut conf = conf.clone();
     conf["prevResult"] = serde_json::from_str(prev).context("an ADD printed no JSON result")?;
@@ -331,12 +352,14 @@ fn first_ip(result: &str) -> Option<String> {
 
 pub fn bench(root: &Path, dir: &Path, runs: usize) -> Result<()> {
     catch_signals();
+    let floor_bin = build_floor(root)?;
     let reference = Path::new(REFERENCE_DIR);
     let pid = std::process::id();
     let host = Netns::new(format!("wcni-bench-host-{pid}"))?;
     let ctr = [
         Netns::new(format!("wcni-bench-co-{pid}"))?,
         Netns::new(format!("wcni-bench-cr-{pid}"))?,
+        Netns::new(format!("wcni-bench-cf-{pid}"))?,
     ];
     let many: Vec<Netns> = (0..CONCURRENT)
         .map(|i| Netns::new(format!("wcni-bench-m{i}-{pid}")))
@@ -356,12 +379,13 @@ pub fn bench(root: &Path, dir: &Path, runs: usize) -> Result<()> {
             ours: false,
         },
     ];
-    let bridge_conf = |ours: bool| {
-        let (tag, subnet) = if ours {
-            ("o", "10.98.0.0/24")
-        } else {
-            ("r", "10.98.1.0/24")
-        };
+    // Side 0 ours, 1 the reference, 2 the native floor: one bridge and subnet each.
+    let bridge_conf_of = |n: usize| {
+        let (tag, subnet) = [
+            ("o", "10.98.0.0/24"),
+            ("r", "10.98.1.0/24"),
+            ("f", "10.98.2.0/24"),
+        ][n];
         json!({
             "cniVersion": CNI_VERSION,
             "name": format!("bench-{tag}"),
@@ -375,6 +399,7 @@ pub fn bench(root: &Path, dir: &Path, runs: usize) -> Result<()> {
             }
         })
     };
+    let bridge_conf = |ours: bool| bridge_conf_of(if ours { 0 } else { 1 });
     let loopback_conf = json!({"cniVersion": CNI_VERSION, "name": "bench-lo", "type": "loopback"});
     let hd_conf = |ours: bool| {
         json!({
@@ -386,11 +411,11 @@ pub fn bench(root: &Path, dir: &Path, runs: usize) -> Result<()> {
     };
     let version_stdin = json!({"cniVersion": CNI_VERSION}).to_string();
 
-    let mut version = Op::pair("VERSION");
-    let mut lo = Op::pair("loopback ADD (warm)");
+    let mut version = Op::pair("VERSION").with_floor();
+    let mut lo = Op::pair("loopback ADD (warm)").with_floor();
     let mut cold = Op::pair("loopback ADD (cold: .cwasm removed)");
-    let mut br_add = Op::pair("bridge ADD (host-local)");
-    let mut br_del = Op::pair("bridge DEL (host-local)");
+    let mut br_add = Op::pair("bridge ADD (host-local)").with_floor();
+    let mut br_del = Op::pair("bridge DEL (host-local)").with_floor();
     let mut hd_add = Op::pair("host-device ADD");
     let mut hd_del = Op::pair("host-device DEL");
     let mut conc = Op::pair("64 concurrent bridge ADDs (wall)");
@@ -453,19 +478,36 @@ pub fn bench(root: &Path, dir: &Path, runs: usize) -> Result<()> {
                 &with_prev(&conf, &add.stdout)?,
             )?;
             side_of(&mut hd_del, n).push(&del);
-            // Cold start: without the artifact the exec compiles the module first.
-            if side.ours {
-                fs::remove_file(&artifact)
-                    .with_context(|| format!("removing {}", artifact.display()))?;
-            }
-            let e = side.call(&host.0, "loopback", &call("ADD", "lo"), &loopback_conf)?;
-            side_of(&mut cold, n).push(&e);
-            if side.ours && !artifact.exists() {
-                // The host did not write it back: restore it for the warm runs.
-                run(Command::new(dir.join("wasm-cni-compile"))
-                    .arg(dir.join("loopback.wasm"))
-                    .stdout(Stdio::null()))?;
-            }
+        }
+        // The native floor: the same netlink work, no wasm (VERSION: process start only).
+        {
+            let cwd = ctr[2].path();
+            let env = |command: &str, ifname: &str| {
+                let mut env = vec![
+                    ("CNI_COMMAND", command.to_string()),
+                    ("CNI_PATH", dir.display().to_string()),
+                ];
+                if command != "VERSION" {
+                    env.extend([
+                        ("CNI_CONTAINERID", "bench".to_string()),
+                        ("CNI_NETNS", cwd.clone()),
+                        ("CNI_IFNAME", ifname.to_string()),
+                    ]);
+                }
+                env
+            };
+            let floor = |command: &str, ifname: &str, conf: &str| -> Result<Exec> {
+                let env = env(command, ifname);
+                let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                exec_ok(&host.0, &floor_bin, &[], &env, conf)
+            };
+            side_of(&mut version, 2).push(&floor("VERSION", "", &version_stdin)?);
+            side_of(&mut lo, 2).push(&floor("ADD", "lo", &loopback_conf.to_string())?);
+            let conf = bridge_conf_of(2);
+            let add = floor("ADD", "eth0", &conf.to_string())?;
+            side_of(&mut br_add, 2).push(&add);
+            let del = floor("DEL", "eth0", &with_prev(&conf, &add.stdout)?.to_string())?;
+            side_of(&mut br_del, 2).push(&del);
         }
         // Process-start floors.
         true_floor
@@ -575,6 +617,33 @@ pub fn bench(root: &Path, dir: &Path, runs: usize) -> Result<()> {
         }
     }
     eprintln!();
+    // Cold start, after all the warm runs: without the artifact the exec compiles the module
+    // first and writes a fresh artifact, which the next exec would verify in full (a fresh
+    // file gets no verified marker), so doing it inside the loop would tax the warm rows.
+    for i in 0..runs {
+        check_stop()?;
+        eprint!("\rcold run {}/{runs}", i + 1);
+        for (n, side) in sides.iter().enumerate() {
+            let call = Call {
+                command: "ADD",
+                container: "bench",
+                netns: ctr[n].path(),
+                ifname: "lo",
+                cni_path: side.dir,
+                trace: false,
+            };
+            if side.ours {
+                fs::remove_file(&artifact)
+                    .with_context(|| format!("removing {}", artifact.display()))?;
+            }
+            let e = side.call(&host.0, "loopback", &call, &loopback_conf)?;
+            side_of(&mut cold, n).push(&e);
+            if side.ours && !artifact.exists() {
+                bail!("the cold exec did not write {} back", artifact.display());
+            }
+        }
+    }
+    eprintln!();
 
     let ops = [
         version,
@@ -652,6 +721,27 @@ fn report(ops: &[Op], traced: &[(&str, Phases)], runs: usize) -> Result<String> 
                 o.pct(95.0),
                 o.peak_mib()
             )?,
+        }
+    }
+    writeln!(
+        r,
+        "\nSandbox overhead per exec = ours − native floor (`wasm-cni-floor`: the same netlink \
+         work and host-local store writes by a plain Rust program with the host's netns code, \
+         no wasm), p50:\n"
+    )?;
+    writeln!(r, "| operation | ours p50 ms | native floor p50 ms | sandbox overhead ms | floor peak RSS MiB |")?;
+    writeln!(r, "|---|--:|--:|--:|--:|")?;
+    for op in ops {
+        if let Some(f) = &op.floor {
+            writeln!(
+                r,
+                "| {} | {:.2} | {:.2} | {:.2} | {:.1} |",
+                op.name,
+                op.ours.pct(50.0),
+                f.pct(50.0),
+                op.ours.pct(50.0) - f.pct(50.0),
+                f.peak_mib()
+            )?;
         }
     }
     writeln!(

@@ -1,9 +1,12 @@
 //! Network namespaces held by the host, each with a netlink connection bound to it.
 //!
 //! `setns` changes only the calling thread, and a netlink socket stays bound to the netns it
-//! was created in. So a socket for another namespace is created on a short-lived dedicated
-//! thread that entered it; the thread exits right after, and the socket is driven from the
-//! host's runtime like any other. No shared thread ever changes namespace.
+//! was created in. So each namespace other than the host's gets one dedicated worker thread
+//! that entered it when the namespace was opened: it creates the netlink socket there (the
+//! socket is then driven from the host's runtime like any other) and runs the few things that
+//! follow the calling thread's namespace, such as opening `/proc/sys/net`. Nothing else ever
+//! runs on a worker, and no shared thread ever changes namespace. The host's own namespace
+//! needs no worker: every other thread of the process is in it.
 
 use std::fs::File;
 use std::io;
@@ -30,6 +33,8 @@ pub struct Netns {
     path: PathBuf,
     file: File,
     handle: rtnetlink::Handle,
+    /// The thread inside the namespace; `None` for the host's own namespace.
+    worker: Option<Worker>,
 }
 
 impl Netns {
@@ -40,12 +45,14 @@ impl Netns {
             _ => OpenError::Other(format!("failed to open netns {:?}: {e}", path)),
         })?;
         check_is_netns(&file, path).map_err(OpenError::Other)?;
-        let handle = connect_in(file.as_raw_fd(), rt)
-            .map_err(|e| OpenError::Other(format!("failed to enter netns {:?}: {e}", path)))?;
+        let enter_failed = |e| OpenError::Other(format!("failed to enter netns {:?}: {e}", path));
+        let worker = Worker::spawn(Enter::Fd(file.as_raw_fd())).map_err(enter_failed)?;
+        let handle = connect_on(&worker, rt).map_err(enter_failed)?;
         Ok(Netns {
             path: path.to_path_buf(),
             file,
             handle,
+            worker: Some(worker),
         })
     }
 
@@ -64,24 +71,21 @@ impl Netns {
             path: path.to_path_buf(),
             file,
             handle,
+            worker: None,
         })
     }
 
     /// A fresh, empty namespace that lives as long as this handle (for moving a link while
     /// renaming it, so its name can clash with nothing on the way).
     pub fn temporary(rt: &Runtime) -> io::Result<Netns> {
-        let rt_handle = rt.handle().clone();
-        let (file, conn, handle) = on_thread_in(Enter::New, move || {
-            let file = File::open("/proc/thread-self/ns/net")?;
-            let _guard = rt_handle.enter();
-            let (conn, handle, _) = rtnetlink::new_connection()?;
-            Ok((file, conn, handle))
-        })?;
-        rt.spawn(conn);
+        let worker = Worker::spawn(Enter::New)?;
+        let file = worker.run(|| File::open("/proc/thread-self/ns/net"))?;
+        let handle = connect_on(&worker, rt)?;
         Ok(Netns {
             path: PathBuf::from("(temporary netns)"),
             file,
             handle,
+            worker: Some(worker),
         })
     }
 
@@ -96,6 +100,18 @@ impl Netns {
 
     pub fn handle(&self) -> &rtnetlink::Handle {
         &self.handle
+    }
+
+    /// Run `f` inside the namespace (for what follows the calling thread's namespace, such as
+    /// opening `/proc/sys/net`): on its worker, or right here for the host's namespace.
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        match &self.worker {
+            Some(worker) => worker.run(f),
+            None => f(),
+        }
     }
 
     /// (device, inode) of the namespace: equal ids mean the same namespace.
@@ -126,48 +142,74 @@ fn check_is_netns(file: &File, path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Which namespace a dedicated thread enters.
-pub enum Enter {
-    /// An existing one (a namespace fd that stays open until the call returns).
+/// Which namespace a worker enters.
+enum Enter {
+    /// An existing one (a namespace fd that stays open until the worker has entered it).
     Fd(RawFd),
     /// A new, empty one.
     New,
 }
 
-/// Run `f` on a fresh thread that entered the namespace, and return its result as soon as it
-/// has one. The thread is not joined: it exits on its own (a thread that changed namespace
-/// can take a scheduler tick or an RCU grace period to be torn down, which an exec should not
-/// wait for). Nothing else ever runs on that thread.
-pub fn on_thread_in<T: Send + 'static>(
-    enter: Enter,
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name("wasm-cni-netns".into())
-        .stack_size(64 << 10)
-        .spawn(move || {
-            // SAFETY: setns/unshare on this dedicated thread only, which ends after `f`.
-            let entered = match enter {
-                Enter::Fd(fd) => unsafe { libc::setns(fd, libc::CLONE_NEWNET) },
-                Enter::New => unsafe { libc::unshare(libc::CLONE_NEWNET) },
-            };
-            let result = if entered == 0 {
-                f()
-            } else {
-                Err(io::Error::last_os_error())
-            };
-            let _ = tx.send(result);
-        })?;
-    rx.recv()
-        .map_err(|_| io::Error::other("netns thread panicked"))?
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A dedicated thread inside one namespace that runs jobs one at a time. It is not joined: it
+/// ends when its [`Netns`] is dropped (a thread that changed namespace can take a scheduler
+/// tick or an RCU grace period to be torn down, which an exec should not wait for).
+struct Worker {
+    jobs: std::sync::mpsc::Sender<Job>,
 }
 
-/// Create a netlink connection inside the namespace `ns_fd`, on a dedicated thread, and
-/// register it with the host's runtime.
-fn connect_in(ns_fd: RawFd, rt: &Runtime) -> io::Result<rtnetlink::Handle> {
+impl Worker {
+    /// Start the thread and wait until it is inside the namespace (or failed to get there).
+    fn spawn(enter: Enter) -> io::Result<Worker> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let (ready_tx, ready) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("wasm-cni-netns".into())
+            .stack_size(256 << 10)
+            .spawn(move || {
+                // SAFETY: setns/unshare on this dedicated thread only; nothing but this
+                // worker's jobs ever runs on it.
+                let entered = match enter {
+                    Enter::Fd(fd) => unsafe { libc::setns(fd, libc::CLONE_NEWNET) },
+                    Enter::New => unsafe { libc::unshare(libc::CLONE_NEWNET) },
+                };
+                if entered != 0 {
+                    let _ = ready_tx.send(Err(io::Error::last_os_error()));
+                    return;
+                }
+                let _ = ready_tx.send(Ok(()));
+                while let Ok(job) = queue.recv() {
+                    job();
+                }
+            })?;
+        ready
+            .recv()
+            .map_err(|_| io::Error::other("netns thread ended before entering the namespace"))??;
+        Ok(Worker { jobs })
+    }
+
+    /// Run `f` on the worker and wait for its result.
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.jobs
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .map_err(|_| io::Error::other("netns thread is gone"))?;
+        rx.recv()
+            .map_err(|_| io::Error::other("netns thread panicked"))?
+    }
+}
+
+/// Create a netlink connection on `worker` (so its socket lives in the worker's namespace)
+/// and register it with the host's runtime.
+fn connect_on(worker: &Worker, rt: &Runtime) -> io::Result<rtnetlink::Handle> {
     let handle = rt.handle().clone();
-    let (conn, nl) = on_thread_in(Enter::Fd(ns_fd), move || {
+    let (conn, nl) = worker.run(move || {
         let _guard = handle.enter();
         let (conn, nl, _) = rtnetlink::new_connection()?;
         Ok((conn, nl))

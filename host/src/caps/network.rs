@@ -445,14 +445,13 @@ impl Caps {
         .map_err(|e| nl_error(&format!("list addresses of link #{index}"), e))
     }
 
-    /// Run `f` on a dedicated thread inside `ns` (for /proc/sys/net, which follows the thread).
+    /// Run `f` inside `ns` (for /proc/sys/net, which follows the calling thread).
     fn in_netns<T: Send + 'static>(
         &self,
         ns: &Netns,
         f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
     ) -> std::io::Result<T> {
-        use std::os::fd::AsRawFd;
-        super::netns::on_thread_in(super::netns::Enter::Fd(ns.file().as_raw_fd()), f)
+        ns.run(f)
     }
 }
 

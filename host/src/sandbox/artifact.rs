@@ -13,8 +13,26 @@
 //! `capabilities` are what the module declares in its `wasm-cni:capabilities` custom section
 //! (the SDK's `export_plugin!` writes it), read once at compile time.
 //!
-//! The whole file is read into memory, the digests are checked and only then is the payload
-//! handed to wasmtime, so what is verified is exactly what is mapped.
+//! The file is mapped read-only, the digests are checked and only then is the payload handed
+//! to wasmtime (which copies it into its own executable mapping), so what is verified is
+//! exactly what is loaded.
+//!
+//! Hashing the payload costs ~1.2 ms per artifact on every exec (a bridge ADD loads two), so
+//! a successful full check is remembered in a marker beside the artifact (`x.cwasm.verified`):
+//! the engine tag, the artifact file's identity (device, inode, size, mtime, ctime) and the
+//! payload digest it was checked against. While the opened file still has that identity, the
+//! digest check is skipped; any write to the file changes its ctime (which no one can set
+//! back) and a replacement by rename changes its inode, so the next exec hashes again. The
+//! marker is written only for a file whose ctime is over a second old, so a write that lands
+//! within the file system's timestamp granularity after the check cannot go unnoticed.
+//!
+//! Trust model: the payload digest lives in the artifact's own header, so it never defended
+//! against someone who can write the directory (they can rewrite the header, or simply the
+//! module, or the `wasm-cni` binary beside it): that directory must be root-only, like
+//! `/opt/cni/bin` itself. The digest catches accidents: a torn or partial copy, a file from
+//! another build, a flipped byte written through the file system. The marker keeps all of
+//! that. What it gives up is re-hashing an unchanged file on every exec, i.e. detecting
+//! corruption *below* the file system (media errors) after the first check.
 
 use std::fs;
 use std::io;
@@ -97,7 +115,7 @@ impl std::fmt::Display for Stale {
 /// Load the artifact at `path` if it was compiled from the module with digest `module_sha256`
 /// for this engine and is intact.
 pub fn load(engine: &Engine, path: &Path, module: &Path) -> Result<(Artifact, String), Stale> {
-    let bytes = MappedFile::open(path).map_err(|e| match e.kind() {
+    let (bytes, meta) = MappedFile::open(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => Stale::Missing,
         _ => Stale::Unreadable(e.to_string()),
     })?;
@@ -109,8 +127,16 @@ pub fn load(engine: &Engine, path: &Path, module: &Path) -> Result<(Artifact, St
     if header.module_sha256 != module_sha256 {
         return Err(Stale::OtherModule);
     }
-    if sha256_hex(payload) != header.payload_sha256 {
-        return Err(Stale::Corrupt("payload digest mismatch".into()));
+    let marker = marker_path(path);
+    let verified = verified_marker(&meta, &header.payload_sha256);
+    if fs::read(&marker).ok().as_deref() != Some(verified.as_bytes()) {
+        if sha256_hex(payload) != header.payload_sha256 {
+            return Err(Stale::Corrupt("payload digest mismatch".into()));
+        }
+        if settled(&meta, std::time::SystemTime::now()) {
+            // Best effort: without it (read-only dir) the next exec hashes again.
+            let _ = write_atomically(&marker, verified.as_bytes());
+        }
     }
     // SAFETY: the payload is the exact output of `Engine::precompile_component` by our compiler
     // for this engine configuration: its digest was just checked against the header written
@@ -135,15 +161,18 @@ struct MappedFile {
 }
 
 impl MappedFile {
-    fn open(path: &Path) -> io::Result<MappedFile> {
+    /// Map the file at `path`; also returns the opened file's metadata (its identity).
+    fn open(path: &Path) -> io::Result<(MappedFile, fs::Metadata)> {
         use std::os::fd::AsRawFd;
         let file = fs::File::open(path)?;
-        let len = file.metadata()?.len() as usize;
+        let meta = file.metadata()?;
+        let len = meta.len() as usize;
         if len == 0 {
-            return Ok(MappedFile {
+            let empty = MappedFile {
                 ptr: std::ptr::null_mut(),
                 len: 0,
-            });
+            };
+            return Ok((empty, meta));
         }
         // SAFETY: a fresh read-only private mapping of a file we opened; unmapped in Drop.
         let ptr = unsafe {
@@ -159,7 +188,7 @@ impl MappedFile {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(MappedFile { ptr, len })
+        Ok((MappedFile { ptr, len }, meta))
     }
 
     fn bytes(&self) -> &[u8] {
@@ -184,9 +213,13 @@ impl Drop for MappedFile {
 /// file changes its ctime, which no one can set back, so an unchanged fingerprint means the
 /// module is the one the artifact was compiled from.
 fn fingerprint(module: &Path) -> io::Result<String> {
+    Ok(identity(&fs::metadata(module)?))
+}
+
+/// A file's identity: device, inode, size, mtime and ctime (see [`fingerprint`]).
+fn identity(m: &fs::Metadata) -> String {
     use std::os::unix::fs::MetadataExt;
-    let m = fs::metadata(module)?;
-    Ok(format!(
+    format!(
         "{}:{}:{}:{}.{}:{}.{}",
         m.dev(),
         m.ino(),
@@ -195,7 +228,42 @@ fn fingerprint(module: &Path) -> io::Result<String> {
         m.mtime_nsec(),
         m.ctime(),
         m.ctime_nsec()
-    ))
+    )
+}
+
+/// The marker beside an artifact that records its last full verification.
+pub fn marker_path(artifact: &Path) -> PathBuf {
+    artifact.with_extension("cwasm.verified")
+}
+
+/// The marker's content for an artifact with metadata `meta` whose payload matched `digest`.
+fn verified_marker(meta: &fs::Metadata, digest: &str) -> String {
+    format!("WCNIOK1 {ENGINE_TAG}\n{}\n{digest}\n", identity(meta))
+}
+
+/// Whether the file's last change is over a second before `now`: later writes then carry a
+/// different ctime even on file systems with coarse timestamps.
+fn settled(meta: &fs::Metadata, now: std::time::SystemTime) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ctime = std::time::UNIX_EPOCH
+        + std::time::Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec() as u32);
+    now.duration_since(ctime)
+        .is_ok_and(|age| age > std::time::Duration::from_secs(1))
+}
+
+/// Write `bytes` to `dest` by temp file + rename: readers see the old file or the new one.
+fn write_atomically(dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = dest.with_file_name(format!(
+        ".{}.tmp.{}",
+        name.unwrap_or_default(),
+        std::process::id()
+    ));
+    let r = fs::write(&tmp, bytes).and_then(|()| fs::rename(&tmp, dest));
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    r
 }
 
 /// The module's sha256: the one recorded at compile time while the file is unchanged since,
@@ -427,6 +495,62 @@ mod tests {
             load_bytes(&bytes, b"m").err(),
             Some(Stale::OtherEngine(_))
         ));
+    }
+
+    #[test]
+    fn a_marker_for_this_identity_skips_the_hash_and_any_change_voids_it() {
+        let dir = std::env::temp_dir().join(format!("wasm-cni-marker-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let (path, module) = (dir.join("m.cwasm"), dir.join("m.wasm"));
+        fs::write(&module, b"m").unwrap();
+        // The header claims the digest of another payload: only the hash can tell.
+        let payload = b"not native code";
+        let claimed = sha256_hex(b"something else");
+        let header = format!(
+            r#"{{"engine":"{ENGINE_TAG}","module_sha256":"{}","payload_sha256":"{claimed}","kind":"plugin"}}"#,
+            sha256_hex(b"m")
+        );
+        fs::write(&path, file(&header, payload)).unwrap();
+        let engine = super::super::engine().unwrap();
+        assert_eq!(
+            load(&engine, &path, &module).err(),
+            Some(Stale::Corrupt("payload digest mismatch".into()))
+        );
+        // A fresh file gets no marker (its ctime is not settled yet).
+        assert!(!marker_path(&path).exists());
+        // A marker for this very file: the hash is skipped, wasmtime gets the payload.
+        let meta = fs::metadata(&path).unwrap();
+        fs::write(marker_path(&path), verified_marker(&meta, &claimed)).unwrap();
+        assert!(matches!(
+            load(&engine, &path, &module).err(),
+            Some(Stale::OtherEngine(_))
+        ));
+        // Replaced (new inode): the marker no longer applies and the hash runs again.
+        let tmp = dir.join("new");
+        fs::write(&tmp, file(&header, payload)).unwrap();
+        fs::rename(&tmp, &path).unwrap();
+        assert_eq!(
+            load(&engine, &path, &module).err(),
+            Some(Stale::Corrupt("payload digest mismatch".into()))
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_settled_files_get_a_marker() {
+        let dir = std::env::temp_dir();
+        let meta = fs::metadata(&dir).unwrap();
+        let ctime = std::time::UNIX_EPOCH
+            + std::time::Duration::new(
+                std::os::unix::fs::MetadataExt::ctime(&meta) as u64,
+                std::os::unix::fs::MetadataExt::ctime_nsec(&meta) as u32,
+            );
+        assert!(!settled(&meta, ctime));
+        assert!(!settled(
+            &meta,
+            ctime + std::time::Duration::from_millis(900)
+        ));
+        assert!(settled(&meta, ctime + std::time::Duration::from_secs(2)));
     }
 
     #[test]

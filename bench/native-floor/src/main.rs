@@ -1,0 +1,370 @@
+//! `wasm-cni-floor`: the native floor of `cargo xtask bench`.
+//!
+//! The kernel work of a loopback ADD and of a bridge ADD/DEL with host-local IPAM, done by a
+//! plain Rust program with the host's own netns handling (`wasm_cni::caps::netns::Netns`: a
+//! netlink socket per namespace, made on a short-lived thread that entered it, driven from a
+//! current-thread tokio runtime) and the same rtnetlink requests, but no wasm: no engine, no
+//! artifact, no guest, no capability checks, no policy, no logging. `ours − floor` in the bench
+//! is what the sandbox costs per exec. It is a measuring instrument, not a CNI plugin: it
+//! trusts its config, speaks only cniVersion 1.0.0 and keeps only what the bench needs.
+//!
+//! Exec'd like a plugin (CNI_* env, config on stdin); the config's `type` picks the work:
+//! - `loopback` ADD: `lo` up, read its addresses, print the result.
+//! - `bridge` ADD: bridge (created up if missing), `ip_forward` on, veth pair with one end in
+//!   the container netns, host end enslaved and up, an IPv4 from a host-local style store in
+//!   `ipam.dataDir` (flock'd dir, one file per IP, `last_reserved_ip.0`), address and up in the
+//!   container, default route via the gateway, gateway address on the bridge, print the result.
+//! - `bridge` DEL: release the IP in the store, delete the container's veth end.
+//! - VERSION: the version JSON (process start only).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
+use serde_json::{json, Value};
+use wasm_cni::caps::netns::Netns;
+
+fn main() {
+    match run() {
+        Ok(out) => {
+            if !out.is_empty() {
+                println!("{out}");
+            }
+        }
+        Err(e) => {
+            println!(
+                "{}",
+                json!({"cniVersion": "1.0.0", "code": 999, "msg": format!("{e:#}")})
+            );
+            std::process::exit(1);
+        }
+    }
+}
+
+fn env(k: &str) -> Result<String> {
+    std::env::var(k).with_context(|| format!("{k} is not set"))
+}
+
+fn run() -> Result<String> {
+    let command = env("CNI_COMMAND")?;
+    let mut stdin = String::new();
+    std::io::stdin().read_to_string(&mut stdin)?;
+    if command == "VERSION" {
+        return Ok(
+            json!({"cniVersion": "1.0.0", "supportedVersions": ["0.4.0", "1.0.0"]}).to_string(),
+        );
+    }
+    let conf: Value = serde_json::from_str(&stdin).context("config")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let netns = env("CNI_NETNS")?;
+    let ctr = Netns::open(Path::new(&netns), &rt).map_err(|e| anyhow!("{e:?}"))?;
+    let ifname = env("CNI_IFNAME")?;
+    let container = env("CNI_CONTAINERID")?;
+    let kind = conf["type"].as_str().unwrap_or_default();
+    match (kind, command.as_str()) {
+        ("loopback", "ADD") => rt.block_on(loopback_add(ctr.handle(), &ifname)),
+        ("bridge", "ADD") => {
+            let host = Netns::host(&rt)?;
+            rt.block_on(bridge_add(&conf, &host, &ctr, &ifname, &container))
+        }
+        ("bridge", "DEL") => rt.block_on(bridge_del(&conf, &ctr, &ifname, &container)),
+        _ => bail!("the floor does not do {kind} {command}"),
+    }
+}
+
+async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkMessage>> {
+    match h
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await
+    {
+        Ok(link) => Ok(link),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("get link {name}")),
+    }
+}
+
+fn mac_of(link: &LinkMessage) -> String {
+    link.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Address(m) => Some(
+                m.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            ),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+async fn set_up(h: &Handle, index: u32, controller: Option<u32>) -> Result<()> {
+    let mut b = LinkUnspec::new_with_index(index).up();
+    if let Some(c) = controller {
+        b = b.controller(c);
+    }
+    h.link()
+        .change(b.build())
+        .execute()
+        .await
+        .with_context(|| format!("set link #{index} up"))
+}
+
+async fn loopback_add(h: &Handle, ifname: &str) -> Result<String> {
+    let lo = link_by_name(h, ifname)
+        .await?
+        .ok_or_else(|| anyhow!("no {ifname}"))?;
+    let index = lo.header.index;
+    set_up(h, index, None).await?;
+    let addrs: Vec<_> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await?;
+    let ips: Vec<Value> = addrs
+        .iter()
+        .filter_map(|a| {
+            let ip = a.attributes.iter().find_map(|at| match at {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            })?;
+            Some(json!({"interface": 0, "address": format!("{ip}/{}", a.header.prefix_len)}))
+        })
+        .collect();
+    Ok(json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": ifname, "mac": "00:00:00:00:00:00", "sandbox": env("CNI_NETNS")?}],
+        "ips": ips,
+    })
+    .to_string())
+}
+
+/// The host end's name, from the container id (the reference uses a random one).
+fn host_veth_name(container: &str, ifname: &str) -> String {
+    let mut h: u32 = 2166136261;
+    for b in container.bytes().chain(ifname.bytes()) {
+        h = (h ^ b as u32).wrapping_mul(16777619);
+    }
+    format!("vf{h:08x}")
+}
+
+async fn bridge_add(
+    conf: &Value,
+    host: &Netns,
+    ctr: &Netns,
+    ifname: &str,
+    container: &str,
+) -> Result<String> {
+    let (hh, ch) = (host.handle(), ctr.handle());
+    let br_name = conf["bridge"].as_str().unwrap_or("cni0");
+    let subnet: Ipv4Net = conf["ipam"]["ranges"][0][0]["subnet"]
+        .as_str()
+        .context("ipam.ranges[0][0].subnet")?
+        .parse()?;
+    let gw = Ipv4Addr::from(u32::from(subnet.network()) + 1);
+    // The bridge, created up when missing (a concurrent ADD may win the race).
+    let br = match link_by_name(hh, br_name).await? {
+        Some(l) => l,
+        None => {
+            let r = hh
+                .link()
+                .add(LinkBridge::new(br_name).up().build())
+                .execute()
+                .await;
+            match r {
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
+                r => r.context("create bridge")?,
+            }
+            link_by_name(hh, br_name)
+                .await?
+                .context("bridge vanished")?
+        }
+    };
+    let br_index = br.header.index;
+    set_up(hh, br_index, None).await?;
+    fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("ip_forward")?;
+    // The veth pair: created in the container netns, its peer sent to the host netns.
+    let peer_name = host_veth_name(container, ifname);
+    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(peer_name.clone())
+        .setns_by_fd(host.file().as_raw_fd())
+        .build();
+    let msg = LinkVeth::new(ifname, &peer_name)
+        .set_info_data(netlink_packet_route::link::InfoData::Veth(
+            netlink_packet_route::link::InfoVeth::Peer(peer),
+        ))
+        .build();
+    ch.link().add(msg).execute().await.context("create veth")?;
+    let there = link_by_name(hh, &peer_name)
+        .await?
+        .context("veth peer vanished")?;
+    set_up(hh, there.header.index, Some(br_index)).await?;
+    // IPAM, in-process like ours.
+    let ip = allocate(conf, subnet, gw, container, ifname)?;
+    let here = link_by_name(ch, ifname).await?.context("veth vanished")?;
+    let index = here.header.index;
+    ch.address()
+        .add(index, IpAddr::V4(ip), subnet.prefix_len())
+        .execute()
+        .await
+        .context("address add")?;
+    set_up(ch, index, None).await?;
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .output_interface(index)
+        .gateway(gw)
+        .build();
+    ch.route().add(route).execute().await.context("route add")?;
+    // The gateway address on the bridge, unless a previous ADD put it there.
+    let has_gw = hh
+        .address()
+        .get()
+        .set_link_index_filter(br_index)
+        .execute()
+        .try_collect::<Vec<_>>()
+        .await?
+        .iter()
+        .any(|a| {
+            a.attributes
+                .iter()
+                .any(|at| matches!(at, AddressAttribute::Address(x) if *x == IpAddr::V4(gw)))
+        });
+    if !has_gw {
+        let r = hh
+            .address()
+            .add(br_index, IpAddr::V4(gw), subnet.prefix_len())
+            .execute()
+            .await;
+        match r {
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
+            r => r.context("gateway address")?,
+        }
+    }
+    Ok(json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [
+            {"name": br_name, "mac": mac_of(&br)},
+            {"name": peer_name, "mac": mac_of(&there)},
+            {"name": ifname, "mac": mac_of(&here), "sandbox": env("CNI_NETNS")?},
+        ],
+        "ips": [{"interface": 2, "address": format!("{ip}/{}", subnet.prefix_len()), "gateway": gw.to_string()}],
+        "routes": [{"dst": "0.0.0.0/0", "gw": gw.to_string()}],
+        "dns": {},
+    })
+    .to_string())
+}
+
+async fn bridge_del(conf: &Value, ctr: &Netns, ifname: &str, container: &str) -> Result<String> {
+    release(conf, container, ifname)?;
+    let h = ctr.handle();
+    if let Some(link) = link_by_name(h, ifname).await? {
+        let index = link.header.index;
+        // What the reference reads before deleting (the addresses it reports as released).
+        let _addrs: Vec<_> = h
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await?;
+        h.link().del(index).execute().await.context("delete veth")?;
+    }
+    Ok(String::new())
+}
+
+/// The host-local store of this network, locked (flock) while the guard lives.
+struct Store {
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl Store {
+    fn open(conf: &Value) -> Result<Store> {
+        let data = conf["ipam"]["dataDir"]
+            .as_str()
+            .unwrap_or("/var/lib/cni/networks");
+        let dir = Path::new(data).join(conf["name"].as_str().unwrap_or_default());
+        fs::create_dir_all(&dir)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))?;
+        lock.lock()?;
+        Ok(Store { dir, _lock: lock })
+    }
+}
+
+fn allocate(
+    conf: &Value,
+    subnet: Ipv4Net,
+    gw: Ipv4Addr,
+    container: &str,
+    ifname: &str,
+) -> Result<Ipv4Addr> {
+    let store = Store::open(conf)?;
+    let last_file = store.dir.join("last_reserved_ip.0");
+    let first = u32::from(subnet.network()) + 1;
+    let last = u32::from(subnet.broadcast()) - 1;
+    let start = fs::read_to_string(&last_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<Ipv4Addr>().ok())
+        .map(u32::from)
+        .filter(|ip| (first..=last).contains(ip))
+        .unwrap_or(last);
+    let count = last - first + 1;
+    for step in 1..=count {
+        let ip = Ipv4Addr::from(first + (start - first + step) % count);
+        if ip == gw {
+            continue;
+        }
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(store.dir.join(ip.to_string()));
+        match f {
+            Ok(mut f) => {
+                f.write_all(format!("{container}\r\n{ifname}").as_bytes())?;
+                fs::write(&last_file, ip.to_string())?;
+                return Ok(ip);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bail!("no free address in {subnet}")
+}
+
+fn release(conf: &Value, container: &str, ifname: &str) -> Result<()> {
+    let store = Store::open(conf)?;
+    let want = format!("{container}\r\n{ifname}");
+    for entry in fs::read_dir(&store.dir)? {
+        let path = entry?.path();
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.parse::<Ipv4Addr>().is_ok())
+            && fs::read_to_string(&path).is_ok_and(|s| s.trim() == want)
+        {
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
