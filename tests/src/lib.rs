@@ -307,9 +307,16 @@ impl ScratchInstall {
 impl ScratchInstall {
     /// Install a built guest (e.g. a test-only one) here: module, artifact and link.
     pub fn add_guest(&self, name: &str) {
+        self.add_guest_as(name, name);
+    }
+
+    /// Install the built guest `<built>.wasm` under the plugin type `name` (e.g. the example
+    /// `sysctl_tuning.wasm` as `sysctl-tuning`): module, artifact and link.
+    pub fn add_guest_as(&self, built: &str, name: &str) {
         let module = self.dir.join(format!("{name}.wasm"));
-        std::fs::copy(guest_dir().join(format!("{name}.wasm")), &module)
-            .expect("copying the guest");
+        std::fs::copy(guest_dir().join(format!("{built}.wasm")), &module).unwrap_or_else(|e| {
+            panic!("copying {built}.wasm (built by `cargo xtask build`/`install`): {e}")
+        });
         let st = Command::new(self.dir.join("wasm-cni-compile"))
             .arg(&module)
             .stdout(Stdio::null())

@@ -218,6 +218,16 @@ fn install_script_is_posix_sh() {
     let containerfile = fs::read_to_string(deploy_dir().join("Containerfile")).unwrap();
     assert!(containerfile.contains("cargo xtask build"));
     assert!(containerfile.contains("deploy/install.sh"));
+    // The offline recipe (cargo xtask image) makes the same image: same entrypoint, no base.
+    let prebuilt = fs::read_to_string(deploy_dir().join("Containerfile.prebuilt")).unwrap();
+    let entrypoint = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("ENTRYPOINT"))
+            .map(str::to_string)
+    };
+    assert!(entrypoint(&containerfile).is_some());
+    assert_eq!(entrypoint(&prebuilt), entrypoint(&containerfile));
+    assert!(prebuilt.lines().any(|l| l == "FROM scratch"));
 }
 
 /// A fake node: the image's /wasm-cni, the host's three dirs and the mounted ConfigMap.
@@ -227,7 +237,10 @@ struct Node {
 
 impl Node {
     fn new() -> Node {
-        let root = std::env::temp_dir().join(format!("wcni-deploy-{}", std::process::id()));
+        // One per test: the tests of this file run in parallel.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let root = std::env::temp_dir().join(format!("wcni-deploy-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         for d in ["src/bin", "src/plugins", "bin", "net.d", "etc", "config"] {
             fs::create_dir_all(root.join(d)).unwrap();
@@ -416,4 +429,284 @@ fn install_script_installs_keeps_and_is_idempotent() {
         Some(Path::new("wasm-cni"))
     );
     assert!(bin.join("bridge.cwasm").exists());
+}
+
+/// The DaemonSet's init container, as podman arguments: its command as the entrypoint, its
+/// env, securityContext, memory limit and volume mounts, every hostPath replaced by a dir
+/// under `node` (`/opt/cni/bin` -> bin, `/etc/cni/net.d` -> net.d, `/etc/wasm-cni` -> etc)
+/// and the ConfigMap by `node/config` (its keys as files, as the kubelet projects them).
+fn init_container_args(node: &Node) -> Vec<String> {
+    let docs = documents();
+    let pod = by_kind(&docs, "DaemonSet")["spec"]["template"]["spec"].clone();
+    let init = &pod["initContainers"][0];
+    let mut args: Vec<String> = vec!["run".into(), "--rm".into()];
+    if pod["hostNetwork"] == true {
+        args.extend(["--network".into(), "host".into()]);
+    }
+    args.extend([
+        "--entrypoint".into(),
+        serde_json::to_string(&init["command"]).unwrap(),
+    ]);
+    for e in init["env"].as_array().into_iter().flatten() {
+        let (k, v) = (e["name"].as_str().unwrap(), e["value"].as_str().unwrap());
+        args.extend(["--env".into(), format!("{k}={v}")]);
+    }
+    let sc = &init["securityContext"];
+    if let Some(uid) = sc["runAsUser"].as_u64() {
+        args.extend(["--user".into(), uid.to_string()]);
+    }
+    if sc["readOnlyRootFilesystem"] == true {
+        args.push("--read-only".into());
+    }
+    if sc["allowPrivilegeEscalation"] == false {
+        args.extend(["--security-opt".into(), "no-new-privileges".into()]);
+    }
+    for cap in sc["capabilities"]["drop"].as_array().into_iter().flatten() {
+        args.extend(["--cap-drop".into(), cap.as_str().unwrap().into()]);
+    }
+    for cap in sc["capabilities"]["add"].as_array().into_iter().flatten() {
+        args.extend(["--cap-add".into(), cap.as_str().unwrap().into()]);
+    }
+    if let Some(mem) = init["resources"]["limits"]["memory"].as_str() {
+        let mib = mem
+            .strip_suffix("Mi")
+            .unwrap_or_else(|| panic!("memory limit {mem}: the test knows Mi only"));
+        args.extend(["--memory".into(), format!("{mib}m")]);
+    }
+    let volumes: BTreeMap<String, Value> = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["name"].as_str().unwrap().to_string(), v.clone()))
+        .collect();
+    for m in init["volumeMounts"].as_array().unwrap() {
+        let volume = &volumes[m["name"].as_str().unwrap()];
+        let local = if volume["configMap"].is_object() {
+            node.root.join("config")
+        } else {
+            let host = volume["hostPath"]["path"].as_str().unwrap();
+            node.root.join(match host {
+                "/opt/cni/bin" => "bin",
+                "/etc/cni/net.d" => "net.d",
+                "/etc/wasm-cni" => "etc",
+                other => panic!("hostPath {other}: no stand-in dir for it in this test"),
+            })
+        };
+        let ro = if m["readOnly"] == true { ":ro" } else { "" };
+        args.extend([
+            "--volume".into(),
+            format!(
+                "{}:{}{ro}",
+                local.display(),
+                m["mountPath"].as_str().unwrap()
+            ),
+        ]);
+    }
+    args
+}
+
+/// The image `cargo xtask test` built (`cargo xtask image`) in a private podman storage;
+/// removes this test's container on drop, also when the test fails. (xtask removes the image
+/// and the storage after the integration tests.)
+struct Installer {
+    image: String,
+    podman_dir: PathBuf,
+    host: Netns,
+    name: String,
+}
+
+impl Installer {
+    fn new() -> Option<Installer> {
+        if std::env::var("WASM_CNI_SKIP_PODMAN").is_ok_and(|v| v == "1") {
+            eprintln!("WASM_CNI_SKIP_PODMAN=1: skipping the installer image test");
+            return None;
+        }
+        let var = |k: &str| {
+            std::env::var(k).unwrap_or_else(|_| {
+                panic!(
+                    "{k} is not set: run through `cargo xtask test`, or build the image with \
+                     `cargo xtask image --storage DIR` and set WASM_CNI_IMAGE=localhost/wasm-cni:<version> \
+                     WASM_CNI_PODMAN_DIR=DIR (or WASM_CNI_SKIP_PODMAN=1)"
+                )
+            })
+        };
+        Some(Installer {
+            image: var("WASM_CNI_IMAGE"),
+            podman_dir: PathBuf::from(var("WASM_CNI_PODMAN_DIR")),
+            host: Netns::new(),
+            name: format!("wcni-deploy-installer-{}", std::process::id()),
+        })
+    }
+
+    /// `podman <args>` with the private configuration, in a throwaway network namespace
+    /// (the init container uses the host network: here, that namespace's).
+    fn podman(&self, args: &[String]) -> std::process::Output {
+        Command::new("nsenter")
+            .arg(format!("--net={}", self.host.path()))
+            .arg("podman")
+            .args(args)
+            .env("CONTAINERS_CONF", self.podman_dir.join("containers.conf"))
+            .env(
+                "CONTAINERS_STORAGE_CONF",
+                self.podman_dir.join("storage.conf"),
+            )
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running podman")
+    }
+
+    /// Run the image as the init container against `node`; returns its log (stderr).
+    fn run(&self, node: &Node) -> String {
+        let mut args = init_container_args(node);
+        args.splice(2..2, ["--name".to_string(), self.name.clone()]);
+        args.push(self.image.clone());
+        let out = self.podman(&args);
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "the init container failed ({}): podman {args:?}\n{}{log}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
+        log
+    }
+}
+
+impl Drop for Installer {
+    fn drop(&mut self) {
+        let _ = self.podman(&[
+            "rm".into(),
+            "--force".into(),
+            "--ignore".into(),
+            self.name.clone(),
+        ]);
+    }
+}
+
+/// The installer image (built offline by `cargo xtask image` from deploy/Containerfile.prebuilt)
+/// run exactly as deploy/daemonset.yaml's init container: it installs host, plugins,
+/// artifacts compiled inside the image, policy and conflist; a second run changes nothing;
+/// the installed plugins answer VERSION and do a loopback ADD under the installed policy.
+#[test]
+fn installer_image_runs_as_the_init_container() {
+    let Some(installer) = Installer::new() else {
+        return;
+    };
+    // The manifest deploys the release the image was built from.
+    let docs = documents();
+    let manifest_image = by_kind(&docs, "DaemonSet")["spec"]["template"]["spec"]["initContainers"]
+        [0]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        manifest_image.rsplit_once(':').map(|(_, t)| t),
+        installer.image.rsplit_once(':').map(|(_, t)| t),
+        "deploy/daemonset.yaml deploys {manifest_image}, the workspace builds {}",
+        installer.image
+    );
+
+    let node = Node::new();
+    for d in ["bin", "net.d", "etc"] {
+        assert_eq!(
+            fs::read_dir(node.root.join(d)).unwrap().count(),
+            0,
+            "{d} starts empty"
+        );
+    }
+    let log = installer.run(&node);
+    assert!(log.trim_end().ends_with("wasm-cni install: done"), "{log}");
+
+    let bin = node.root.join("bin");
+    let built = bin_dir();
+    for b in ["wasm-cni", "wasm-cni-compile"] {
+        assert_eq!(
+            fs::read(bin.join(b)).unwrap(),
+            fs::read(built.join(b)).unwrap(),
+            "{b} is not the built binary"
+        );
+        assert_eq!(
+            fs::metadata(bin.join(b)).unwrap().mode() & 0o777,
+            0o755,
+            "{b}"
+        );
+    }
+    // Every plugin `cargo xtask install` installs is in the image and installed from it.
+    let mut plugins: Vec<String> = fs::read_dir(&built)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".wasm").map(String::from)
+        })
+        .collect();
+    plugins.sort();
+    assert!(plugins.contains(&"loopback".to_string()), "{plugins:?}");
+    for p in &plugins {
+        assert_eq!(
+            fs::read_link(bin.join(p)).ok().as_deref(),
+            Some(Path::new("wasm-cni")),
+            "{p} is not linked"
+        );
+        let module = bin.join(format!("{p}.wasm"));
+        assert_eq!(
+            fs::read(&module).unwrap(),
+            fs::read(built.join(format!("{p}.wasm"))).unwrap(),
+            "{p}.wasm is not the built module"
+        );
+        assert_eq!(fs::metadata(&module).unwrap().mode() & 0o777, 0o644);
+        let artifact = bin.join(format!("{p}.cwasm"));
+        assert!(
+            artifact.is_file(),
+            "{p}.cwasm was not compiled in the image"
+        );
+    }
+    let data = config_map_data();
+    assert_eq!(
+        fs::read_to_string(node.root.join("etc/policy.toml")).unwrap(),
+        data["policy.toml"]
+    );
+    assert_eq!(
+        fs::read_to_string(node.root.join("net.d").join(CONFLIST)).unwrap(),
+        data[CONFLIST]
+    );
+    let first = node.snapshot();
+    assert!(
+        first.keys().all(|k| !k.contains("/.wasm-cni")),
+        "temp files left: {:?}",
+        first.keys().collect::<Vec<_>>()
+    );
+
+    // The installed plugins work, under the installed policy, with the artifacts compiled in
+    // the image: the host accepts them as they are (it would rebuild a stale one).
+    let policy = node.root.join("etc/policy.toml").display().to_string();
+    let version = Cni::new("VERSION", "")
+        .set("WASM_CNI_POLICY", &policy)
+        .run_in(&bin, "loopback", r#"{"cniVersion":"1.0.0"}"#)
+        .ok_json();
+    assert!(
+        version["supportedVersions"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|v| v == "1.0.0")),
+        "VERSION: {version}"
+    );
+    let ns = Netns::new();
+    let result = Cni::new("ADD", &ns.path())
+        .set("WASM_CNI_POLICY", &policy)
+        .run_in(
+            &bin,
+            "loopback",
+            r#"{"cniVersion":"1.0.0","name":"t","type":"loopback"}"#,
+        )
+        .ok_json();
+    assert_eq!(result["interfaces"][0]["name"], "lo", "{result}");
+    assert!(ns.link_state("lo").0, "lo is not up");
+    assert_eq!(
+        node.snapshot(),
+        first,
+        "running the installed plugins changed the install (an artifact was rebuilt?)"
+    );
+
+    // The pod restarts (node reboot, rollout of the same image): nothing changes.
+    installer.run(&node);
+    assert_eq!(node.snapshot(), first, "a second run changed the node");
 }

@@ -1,25 +1,16 @@
 //! The example plugin (examples/sysctl-tuning), installed into a scratch dir beside our
 //! loopback and run as the second plugin of a chain in a throwaway netns.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
-use wasm_cni_tests::{guest_dir, Cni, Netns, ScratchInstall};
+use wasm_cni_tests::{Cni, Netns, ScratchInstall};
 
 const TYPE: &str = "sysctl-tuning";
 
 /// Install the example under its type name: `sysctl-tuning.wasm`, its artifact and the link.
 fn install(scratch: &ScratchInstall) {
-    let module = scratch.dir.join(format!("{TYPE}.wasm"));
-    std::fs::copy(guest_dir().join("sysctl_tuning.wasm"), &module)
-        .expect("copying the example (built by `cargo xtask install`/`build`)");
-    let st = Command::new(scratch.dir.join("wasm-cni-compile"))
-        .arg(&module)
-        .stdout(Stdio::null())
-        .status()
-        .expect("running wasm-cni-compile");
-    assert!(st.success(), "compiling {TYPE}");
-    std::os::unix::fs::symlink("wasm-cni", scratch.dir.join(TYPE)).expect("linking");
+    scratch.add_guest_as("sysctl_tuning", TYPE);
 }
 
 fn sysctl(ns: &Netns, key: &str) -> String {

@@ -12,7 +12,8 @@
 //! (`netns-<uuid>`) stay visible to the next podman call, as they must.
 //!
 //! Nothing global: `CONTAINERS_CONF` and `CONTAINERS_STORAGE_CONF` point at files written
-//! here (network_config_dir, cni_plugin_dirs = [our install, /usr/lib/cni], runroot,
+//! here (network_config_dir, cni_plugin_dirs = [our install (for [`Kind::Ours`] a scratch copy
+//! with the SDK example `sysctl-tuning` added), /usr/lib/cni], runroot,
 //! graphroot, tmp_dir, file locks under tmp_dir), the root filesystem is a directory with
 //! busybox-static and its applet links (`podman run --rootfs`), and IPAM's `dataDir` is ours.
 //! The one thing podman 4.3 cannot be told is libcni's result cache: it writes
@@ -35,10 +36,25 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use wasm_cni_tests::{bin_dir, Netns, REFERENCE_DIR};
+use wasm_cni_tests::{bin_dir, Netns, ScratchInstall, REFERENCE_DIR};
 
 const BUSYBOX: &str = "/bin/busybox";
 const CNI_CACHE: &str = "/var/lib/cni";
+/// What the example plugin (examples/sysctl-tuning) sets in each container of [`Kind::Ours`]:
+/// (key, value, the same key under /proc/sys). tcp_keepalive_time is per network namespace
+/// (default 7200), so the throwaway host namespace keeps its own value.
+const EXAMPLE_SYSCTLS: &[(&str, &str, &str)] = &[
+    (
+        "net.ipv4.conf.eth0.rp_filter",
+        "2",
+        "/proc/sys/net/ipv4/conf/eth0/rp_filter",
+    ),
+    (
+        "net.ipv4.tcp_keepalive_time",
+        "600",
+        "/proc/sys/net/ipv4/tcp_keepalive_time",
+    ),
+];
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -72,7 +88,8 @@ fn available() -> bool {
 /// The network a test runs its containers on.
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Kind {
-    /// [bridge (ours) + host-local (ours), portmap (reference), tuning (reference), logger (ours)]
+    /// [bridge (ours) + host-local (ours), portmap (reference), tuning (reference),
+    /// sysctl-tuning (the SDK example, [`EXAMPLE_SYSCTLS`]), logger (ours)]
     Ours,
     /// The same network of reference plugins only (the oracle, and the timing baseline).
     Reference,
@@ -88,6 +105,9 @@ enum Kind {
 /// and the namespace — also when the test panics.
 struct Pod {
     host: Netns,
+    /// [`Kind::Ours`]: the installed plugins plus the example (`cargo xtask install` leaves
+    /// examples out), the network's plugin dir; removed after the containers.
+    plugins: Option<ScratchInstall>,
     dir: PathBuf,
     network: String,
     /// `10.a.b` of the network's /24.
@@ -102,8 +122,14 @@ impl Pod {
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("wcni-pod-{pid}-{n}"));
         let _ = fs::remove_dir_all(&dir);
+        let plugins = (kind == Kind::Ours).then(|| {
+            let scratch = ScratchInstall::new();
+            scratch.add_guest_as("sysctl_tuning", "sysctl-tuning");
+            scratch
+        });
         let pod = Pod {
             host: Netns::new(),
+            plugins,
             network: format!("wcpod{}n{n}", pid % 100_000),
             prefix: format!("10.{}.{}", 200 + pid % 50, n + 1),
             bridge: format!("wcpbr{n}"),
@@ -161,8 +187,13 @@ impl Pod {
         let portmap = json!({"type": "portmap", "capabilities": {"portMappings": true}});
         let tuning = json!({"type": "tuning"});
         let logger = json!({"type": "logger"});
+        let sysctl: serde_json::Map<String, Value> = EXAMPLE_SYSCTLS
+            .iter()
+            .map(|(k, v, _)| (k.to_string(), json!(v)))
+            .collect();
+        let example = json!({"type": "sysctl-tuning", "sysctl": sysctl});
         let plugins = match kind {
-            Kind::Ours => json!([bridge, portmap, tuning, logger]),
+            Kind::Ours => json!([bridge, portmap, tuning, example, logger]),
             Kind::Reference => json!([bridge, portmap, tuning]),
             Kind::LoopbackLogger => json!([{"type": "loopback"}, logger]),
             Kind::HostDevice => {
@@ -190,9 +221,13 @@ impl Pod {
                     .unwrap();
             }
         }
+        let ours = match &self.plugins {
+            Some(scratch) => scratch.dir.clone(),
+            None => bin_dir(),
+        };
         let dirs: Vec<String> = match kind {
             Kind::Reference => vec![REFERENCE_DIR.into()],
-            _ => vec![bin_dir().display().to_string(), REFERENCE_DIR.into()],
+            _ => vec![ours.display().to_string(), REFERENCE_DIR.into()],
         };
         let ulimit = Command::new("sh")
             .args(["-c", "ulimit -Hn"])
@@ -306,6 +341,34 @@ impl Pod {
                 String::from_utf8_lossy(&out.stderr)
             ),
         )
+    }
+
+    /// The example plugin's sysctls are in force inside the running container `name` (read
+    /// through its own /proc/sys), and not in the namespace that plays the host.
+    fn assert_example_sysctls(&self, name: &str) {
+        for (key, want, proc) in EXAMPLE_SYSCTLS {
+            let (ok, got) = self.exec(name, &["cat", proc]);
+            assert!(
+                ok && got.trim() == *want,
+                "{key} in container {name}: {got:?}, sysctl-tuning set {want}"
+            );
+        }
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.host.name,
+                "cat",
+                EXAMPLE_SYSCTLS[1].2,
+            ])
+            .output()
+            .expect("reading the host namespace's sysctl");
+        let host = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success() && host != EXAMPLE_SYSCTLS[1].1,
+            "{} in the host namespace: {host:?} (the example must set it in the container only)",
+            EXAMPLE_SYSCTLS[1].0
+        );
     }
 
     fn ping(&self, from: &str, to: &str) {
@@ -504,6 +567,10 @@ fn bridge_end_to_end(kind: Kind) {
         "the bridge leaked into the real host"
     );
 
+    if kind == Kind::Ours {
+        pod.assert_example_sysctls("web");
+        pod.assert_example_sysctls("client");
+    }
     pod.ping("client", &web);
     pod.ping("web", &client);
     pod.ping("client", &gateway);
@@ -584,6 +651,9 @@ fn leaks_nothing_over_20_cycles(kind: Kind) {
         let name = format!("cycle{i}");
         pod.start(&name, &["-p", "9090:80"], &["/bin/sleep", "600"]);
         let ip = pod.ip_of(&name);
+        if kind == Kind::Ours && (i == 0 || i == 20) {
+            pod.assert_example_sysctls(&name);
+        }
         pod.ok(&["rm", "-f", "-t", "0", &name]);
         ip
     };

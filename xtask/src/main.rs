@@ -16,6 +16,7 @@ mod new_plugin;
 
 mod bench;
 mod demo;
+mod image;
 
 const GUEST_TARGET: &str = "wasm32-wasip2";
 const HOST_BINARIES: &[&str] = &["wasm-cni", "wasm-cni-compile"];
@@ -30,6 +31,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   demo                    build, install to a temp dir, run loopback + logger in a throwaway netns
   bench [--runs N]        build, install to a temp dir, time our plugins against /usr/lib/cni
                           (interleaved, throwaway netns); writes target/bench/results.{md,svg}
+  image [--storage DIR]   build, then the node installer image localhost/wasm-cni:<version> offline
+                          (deploy/Containerfile.prebuilt); --storage: a private podman under DIR
   test                    every test: fmt, clippy, unit, integration and differential (as root)
   new-plugin NAME [--dir DIR]
                           generate a plugin crate (guests/NAME by default) from the SDK template";
@@ -51,6 +54,14 @@ fn main() -> Result<()> {
         }
         Some("demo") => demo(&root),
         Some("bench") => bench(&root, &args[1..]),
+        Some("image") => {
+            let built = build(&root)?;
+            let podman = match flag_value(&args, "--storage") {
+                Some(dir) => image::Podman::private(Path::new(&dir))?,
+                None => image::Podman::system(),
+            };
+            image::build(&root, &built, &podman).map(|tag| println!("{tag}"))
+        }
         Some("test") => test(&root),
         Some("new-plugin") => new_plugin::run(&root, &args[1..]),
         _ => {
@@ -317,11 +328,32 @@ fn test(root: &Path) -> Result<()> {
     let built = build(root)?;
     let dir = TempDir::new("test")?;
     install(&built, &dir.0, false)?;
+    // The installer image (tests/tests/deploy.rs runs it as the DaemonSet would), in a
+    // private podman storage that goes away with the temp dir.
+    let skip_podman = env::var("WASM_CNI_SKIP_PODMAN").is_ok_and(|v| v == "1");
+    let podman_dir = TempDir::new("image")?;
+    let podman = image::Podman::private(&podman_dir.0)?;
+    let image = if skip_podman {
+        None
+    } else {
+        Some(image::build(root, &built, &podman)?)
+    };
     // Integration and differential tests: the installed links, exec'd as a runtime does.
-    run(cargo()
+    let mut integration = cargo();
+    integration
         .args(["test", "--release", "-p", "wasm-cni-tests"])
         .env("WASM_CNI_BIN_DIR", &dir.0)
-        .env("WASM_CNI_GUEST_DIR", &built.guest_dir))?;
+        .env("WASM_CNI_GUEST_DIR", &built.guest_dir);
+    if let Some(tag) = &image {
+        integration
+            .env("WASM_CNI_IMAGE", tag)
+            .env("WASM_CNI_PODMAN_DIR", &podman_dir.0);
+    }
+    let result = run(&mut integration);
+    if let Some(tag) = &image {
+        podman.remove_image(tag);
+    }
+    result?;
     eprintln!("all tests passed");
     Ok(())
 }
