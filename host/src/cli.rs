@@ -88,9 +88,11 @@ pub fn inspect(arg: &str) -> Result<Value, String> {
                         "sysctls": g.sysctls,
                         "ipam": g.ipam_types,
                         "native-exec": g.native_exec,
+                        "files": g.files,
                         "timeout-ms": l.timeout.as_millis() as u64,
                         "memory-mib": l.memory_bytes >> 20,
                         "output-kib": l.output_bytes >> 10,
+                        "fuel": l.fuel,
                     }),
                     Err(refusal) => json!({"runs": false, "refusal": refusal}),
                 },
@@ -110,8 +112,9 @@ fn finding(ok: bool, what: String) -> Value {
     json!({"ok": ok, "what": what})
 }
 
-/// Check a network configuration list the way a runtime would use it: every type resolves,
-/// the versions are supported, and the node policy lets each wasm plugin run.
+/// Check a network configuration list the way a runtime would use it: every type resolves
+/// (to `wasm-cni` and its module, or to a native plugin), the versions are supported, the node
+/// policy lets each wasm plugin run and grants what its configuration reaches in the host.
 pub fn validate(conflist: &Path) -> Result<(bool, Vec<Value>), String> {
     let text =
         std::fs::read_to_string(conflist).map_err(|e| format!("{}: {e}", conflist.display()))?;
@@ -140,32 +143,165 @@ pub fn validate(conflist: &Path) -> Result<(bool, Vec<Value>), String> {
             findings.push(finding(false, "a plugin has no type".into()));
             continue;
         };
-        findings.extend(check_type(ty, &version, &dirs));
-        if let Some(ipam) = p["ipam"]["type"].as_str() {
-            findings.extend(check_type(ipam, &version, &dirs));
+        let (found, resolved) = check_type(ty, &version, &dirs);
+        findings.extend(found);
+        let ipam = p["ipam"]["type"].as_str();
+        let ipam_resolved = ipam.map(|ipam| {
+            let (found, resolved) = check_type(ipam, &version, &dirs);
+            findings.extend(found);
+            resolved
+        });
+        if let Resolved::Wasm(info) = &resolved {
+            if info["policy"]["runs"] == true {
+                findings.extend(config_grants(
+                    ty,
+                    p,
+                    &info["policy"],
+                    ipam,
+                    ipam_resolved.as_ref(),
+                ));
+            }
+        }
+        if let (Some(ipam), Some(Resolved::Wasm(info))) = (ipam, &ipam_resolved) {
+            if info["policy"]["runs"] == true {
+                findings.extend(config_grants(ipam, &p["ipam"], &info["policy"], None, None));
+            }
         }
     }
     Ok((findings.iter().all(|f| f["ok"] == true), findings))
 }
 
-fn check_type(ty: &str, version: &str, dirs: &[PathBuf]) -> Vec<Value> {
+/// What a plugin type resolved to in CNI_PATH.
+enum Resolved {
+    Missing,
+    /// A native executable (or a `.wasm` shadowed by one).
+    Native,
+    /// `wasm-cni` dispatching to `<type>.wasm`, with what `inspect` says of it.
+    Wasm(Value),
+}
+
+/// Whether `path` is this `wasm-cni` binary (a symlink or hard link to it, or a copy).
+fn is_wasm_cni(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return false;
+    };
+    let (Ok(a), Ok(b)) = (std::fs::metadata(path), std::fs::metadata(&exe)) else {
+        return false;
+    };
+    if (a.dev(), a.ino()) == (b.dev(), b.ino()) {
+        return true;
+    }
+    if std::fs::canonicalize(path).is_ok_and(|c| c.file_name().is_some_and(|n| n == "wasm-cni")) {
+        return true;
+    }
+    a.len() == b.len()
+        && matches!((std::fs::read(path), std::fs::read(&exe)), (Ok(x), Ok(y)) if x == y)
+}
+
+/// The grants a plugin's own configuration needs, for the fields of the first-party plugins
+/// that reach beyond the container: the bridge's and host-device's host links, the IPAM type
+/// it delegates to (and whether that is a native executable), host-local's `resolvConf`.
+/// What `validate` finds here would otherwise surface as a code-100 denial at ADD.
+fn config_grants(
+    ty: &str,
+    conf: &Value,
+    policy: &Value,
+    ipam: Option<&str>,
+    ipam_resolved: Option<&Resolved>,
+) -> Vec<Value> {
+    let list = |key: &str| -> Vec<String> {
+        policy[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    let mut need = |key: &str, what: &str, name: &str| {
+        let patterns = list(key);
+        let ok = policy::matches_any(&patterns, name);
+        out.push(finding(
+            ok,
+            if ok {
+                format!("{ty}: the policy's `{key}` allows {what} {name:?}")
+            } else {
+                format!("{ty}: the policy's `{key}` {patterns:?} does not allow {what} {name:?}; ADD would be denied")
+            },
+        ));
+    };
+    match ty {
+        "bridge" => {
+            let bridge = conf["bridge"].as_str().unwrap_or("cni0");
+            need("host-links", "the bridge", bridge);
+            need("host-links", "host-side veths such as", "veth0a1b2c3d");
+        }
+        "host-device" => {
+            if let Some(dev) = conf["device"].as_str() {
+                need("host-devices", "the device", dev);
+            }
+        }
+        "host-local" => {
+            if let Some(path) = conf["resolvConf"].as_str().filter(|p| !p.is_empty()) {
+                need("files", "reading", path);
+            }
+        }
+        _ => {}
+    }
+    if let Some(ipam) = ipam {
+        need("ipam", "delegating to IPAM type", ipam);
+        if matches!(ipam_resolved, Some(Resolved::Native)) {
+            let ok = policy["native-exec"] == true;
+            out.push(finding(
+                ok,
+                if ok {
+                    format!("{ty}: the policy allows exec'ing the native IPAM plugin {ipam:?}")
+                } else {
+                    format!("{ty}: IPAM {ipam:?} is a native executable and the policy does not set `native-exec = true`; ADD would be denied")
+                },
+            ));
+        }
+    }
+    out
+}
+
+fn check_type(ty: &str, version: &str, dirs: &[PathBuf]) -> (Vec<Value>, Resolved) {
     let Some(path) = dirs.iter().map(|d| d.join(ty)).find(|p| p.exists()) else {
-        return vec![finding(
-            false,
-            format!("plugin type {ty:?} not found in {dirs:?}"),
-        )];
+        return (
+            vec![finding(
+                false,
+                format!("plugin type {ty:?} not found in {dirs:?}"),
+            )],
+            Resolved::Missing,
+        );
     };
     let module = path.with_file_name(format!("{ty}.wasm"));
-    if module.exists() {
+    let mut notes = Vec::new();
+    if module.exists() && !is_wasm_cni(&path) {
+        notes.push(finding(
+            true,
+            format!(
+                "{ty}: {} is a native executable, not a link to wasm-cni: the runtime runs it and {} is unused",
+                path.display(),
+                module.display()
+            ),
+        ));
+    } else if module.exists() {
         return match inspect(&module.display().to_string()) {
-            Err(e) => vec![finding(false, format!("{ty}: {e}"))],
+            Err(e) => (
+                vec![finding(false, format!("{ty}: {e}"))],
+                Resolved::Missing,
+            ),
             Ok(info) => {
                 let runs = info["policy"]["runs"] == true;
                 let why = info["policy"]["refusal"]
                     .as_str()
                     .or(info["policy"]["error"].as_str())
                     .unwrap_or("");
-                vec![
+                let found = vec![
                     finding(
                         info["artifact"]["status"] == "ok",
                         format!(
@@ -181,7 +317,8 @@ fn check_type(ty: &str, version: &str, dirs: &[PathBuf]) -> Vec<Value> {
                             format!("{ty}: refused: {why}")
                         },
                     ),
-                ]
+                ];
+                (found, Resolved::Wasm(info))
             }
         };
     }
@@ -200,11 +337,12 @@ fn check_type(ty: &str, version: &str, dirs: &[PathBuf]) -> Vec<Value> {
                 .as_array()
                 .is_some_and(|a| a.iter().any(|s| s == version))
         });
-    vec![finding(
+    notes.push(finding(
         supported == Some(true),
         format!(
             "{ty}: native plugin {} supports cniVersion {version}",
             path.display()
         ),
-    )]
+    ));
+    (notes, Resolved::Native)
 }
