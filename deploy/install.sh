@@ -88,11 +88,12 @@ for module in "$SRC"/plugins/*.wasm; do
     fi
     log "taking over $link"
   fi
-  # Up to date: same module, and an artifact built after the installed engine (a run
-  # interrupted between installing the binaries and compiling recompiles next time).
-  if [ "$engine_changed" = false ] && [ -f "$BIN/$name.cwasm" ] \
-    && [ "$BIN/$name.cwasm" -nt "$BIN/wasm-cni" ] \
-    && cmp -s "$module" "$BIN/$name.wasm"; then
+  # Up to date: same module, and the installed host accepts its artifact as it is (this
+  # engine, built from this module, intact), so a run interrupted between installing the
+  # binaries and compiling recompiles next time. (Not `-nt`: busybox compares whole seconds.)
+  if [ "$engine_changed" = false ] && cmp -s "$module" "$BIN/$name.wasm" \
+    && "$BIN/wasm-cni" inspect "$BIN/$name.wasm" 2>/dev/null \
+      | grep -q '"status": *"ok"'; then
     up_to_date=true
   else
     up_to_date=false

@@ -7,7 +7,9 @@
 //!
 //! A module declares what it needs (a custom section read at compile time into its artifact);
 //! it is granted the intersection of that and the policy, and refused before it starts when it
-//! declares something the policy does not grant. Without a policy file a module gets what it
+//! declares something the policy does not grant, except `files`: that one is then granted with
+//! no patterns (every read denied at the call), so a policy written before a module declared it
+//! keeps the module running. Without a policy file a module gets what it
 //! declares, with no file access (no `files` patterns) and no native exec. A policy that cannot be read or parsed fails
 //! closed: no plugin runs.
 
@@ -131,16 +133,38 @@ impl Grants {
     }
 }
 
-/// Shell-style match with `*` (any run of characters) only.
+/// Shell-style match with `*` (any run of characters, `/` included) only.
+///
+/// Iterative, without recursion: on a mismatch it backtracks only to the last `*` seen (which
+/// then swallows one more byte), so the worst case is O(len(pattern) * len(text)) whatever the
+/// number of stars. The text may be chosen by a guest (a path it asks for), and host calls are
+/// bounded by neither the epoch timeout nor fuel.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    fn go(p: &[u8], t: &[u8]) -> bool {
-        match p.split_first() {
-            None => t.is_empty(),
-            Some((b'*', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
-            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    // After the last `*` seen: the pattern index just past it, and the text index it matched up to.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                pi += 1;
+                star = Some((pi, ti));
+            }
+            Some(&c) if c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((after, matched)) => {
+                    pi = after;
+                    ti = matched + 1;
+                    star = Some((after, ti));
+                }
+                None => return false,
+            },
         }
     }
-    go(pattern.as_bytes(), text.as_bytes())
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 /// True when any pattern matches.
@@ -314,10 +338,17 @@ pub fn decide(
             return Err(format!("plugin {plugin}: module digest sha256:{sha256} does not match the policy's pin sha256:{pin}"));
         }
     }
+    // `files` is granted as a list of patterns, and an empty list reads nothing: a module that
+    // declares it where the entry's `capabilities` leave it out (a policy written before
+    // host-local declared it) still runs, with no file access, and each read is denied at the
+    // call naming the path and the policy key. Every other capability is refused up front.
+    let mut files_withheld = false;
     if let Some(allowed) = &entry.capabilities {
+        let granted = |c: &Capability| allowed.iter().any(|a| a == c.name());
+        files_withheld = declared.contains(&Capability::Files) && !granted(&Capability::Files);
         if let Some(missing) = declared
             .iter()
-            .find(|c| !allowed.iter().any(|a| a == c.name()))
+            .find(|c| **c != Capability::Files && !granted(c))
         {
             return Err(format!(
                 "plugin {plugin} needs the {} capability, which the node policy does not grant",
@@ -335,7 +366,11 @@ pub fn decide(
         sysctls: entry.sysctls.unwrap_or(defaults.sysctls),
         ipam_types: entry.ipam.unwrap_or(defaults.ipam_types),
         native_exec: entry.native_exec.unwrap_or(false),
-        files: entry.files.unwrap_or_default(),
+        files: if files_withheld {
+            Vec::new()
+        } else {
+            entry.files.unwrap_or_default()
+        },
     };
     let base = Limits::default();
     let limits = Limits {
@@ -476,8 +511,11 @@ mod tests {
         let (g, l) = decide(Some(&p), "loopback", SHA, &[]).unwrap();
         assert_eq!(g.files, caps(&["/etc/resolv.conf"]));
         assert_eq!(l.fuel, Some(1_000_000));
-        let e = decide(Some(&p), "bridge", SHA, &caps(&["files"])).unwrap_err();
-        assert!(e.contains("needs the files capability"), "{e}");
+        // `files` declared but left out of the entry's capabilities: it runs, reading nothing
+        // (not even what [defaults] lists).
+        let (g, _) = decide(Some(&p), "bridge", SHA, &caps(&["host-netns", "files"])).unwrap();
+        assert!(g.allows(Capability::HostNetns) && g.allows(Capability::Files));
+        assert!(g.files.is_empty(), "{:?}", g.files);
         for bad in [
             "[defaults]\nfiles = [\"etc/passwd\"]",
             "[defaults]\nfiles = [\"/etc/../etc/shadow\"]",
@@ -486,6 +524,54 @@ mod tests {
         ] {
             assert!(Policy::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_policy_from_before_host_local_declared_files_still_runs_it_without_file_access() {
+        let p = Policy::parse(
+            r#"
+            require-entry = true
+
+            [plugins.bridge]
+            capabilities = ["host-netns", "ipam", "firewall"]
+            ipam = ["host-local"]
+
+            [plugins.host-local]
+            capabilities = ["ip-store"]
+            "#,
+        )
+        .unwrap();
+        let (g, _) = decide(Some(&p), "host-local", SHA, &caps(&["ip-store", "files"])).unwrap();
+        assert!(g.allows(Capability::IpStore) && g.allows(Capability::Files));
+        assert!(g.files.is_empty(), "{:?}", g.files);
+        assert!(decide(
+            Some(&p),
+            "bridge",
+            SHA,
+            &caps(&["host-netns", "ipam", "firewall"])
+        )
+        .is_ok());
+        // Only `files` is let through: any other ungranted capability is still refused.
+        let e = decide(
+            Some(&p),
+            "host-local",
+            SHA,
+            &caps(&["ip-store", "firewall"]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "plugin host-local needs the firewall capability, which the node policy does not grant"
+        );
+        let e = decide(Some(&p), "host-local", SHA, &caps(&["files", "host-netns"])).unwrap_err();
+        assert!(e.contains("needs the host-netns capability"), "{e}");
+        // Granting it, with patterns, is what gives access.
+        let p = Policy::parse(
+            "[plugins.host-local]\ncapabilities = [\"ip-store\", \"files\"]\nfiles = [\"/etc/resolv.conf\"]\n",
+        )
+        .unwrap();
+        let (g, _) = decide(Some(&p), "host-local", SHA, &caps(&["ip-store", "files"])).unwrap();
+        assert_eq!(g.files, caps(&["/etc/resolv.conf"]));
     }
 
     #[test]
@@ -498,5 +584,44 @@ mod tests {
         ));
         assert!(!glob_match("cni*", "eth0"));
         assert!(!glob_match("lo", "lo0"));
+        for (pattern, text, want) in [
+            ("", "", true),
+            ("", "a", false),
+            ("a", "", false),
+            ("**", "", true),
+            ("*", "/etc/resolv.conf", true),
+            ("/run/cni/dns/*.conf", "/run/cni/dns/a.conf", true),
+            ("/run/cni/dns/*.conf", "/run/cni/dns/sub/b.conf", true),
+            ("/run/cni/dns/*.conf", "/run/cni/dns/a.conf.bak", false),
+            ("/run/cni/dns/*.conf", "/run/cni/a.conf", false),
+            ("/etc/resolv.conf", "/etc/resolv.conf", true),
+            ("/etc/resolv.conf", "/etc/resolv.conf2", false),
+            ("a*b*c", "abc", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyycz", false),
+            ("a*b*c", "acb", false),
+            ("*ab", "aab", true),
+            ("*ab", "abab", true),
+            ("*ab", "aba", false),
+            ("a*", "a", true),
+            ("*a", "", false),
+            ("?", "x", false),
+            ("[a]", "a", false),
+            ("[a]", "[a]", true),
+            ("é*ü", "éxyzü", true),
+        ] {
+            assert_eq!(glob_match(pattern, text), want, "{pattern:?} vs {text:?}");
+        }
+    }
+
+    #[test]
+    fn many_stars_against_a_long_text_do_not_backtrack_exponentially() {
+        let text = "a".repeat(100_000);
+        assert!(!glob_match("*a*a*a*a*a*a*b", &text));
+        assert!(glob_match("*a*a*a*a*a*a*", &text));
+        assert!(!matches_any(
+            &["/*a*a*a*a*a*a*b".to_string()],
+            &format!("/{text}")
+        ));
     }
 }

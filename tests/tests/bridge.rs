@@ -257,9 +257,13 @@ fn routes(ns: &Netns) -> Vec<Value> {
     out
 }
 
+/// Whether `to` answers any of three pings from `from` (one lost ARP or echo right after a
+/// neighbour flush is not a failure to reach it).
 fn ping(from: &Netns, to: &str) -> bool {
     Command::new("ip")
-        .args(["netns", "exec", &from.name, "ping", "-c1", "-W1", to])
+        .args([
+            "netns", "exec", &from.name, "ping", "-c3", "-i0.2", "-W1", to,
+        ])
         .output()
         .expect("ping is not installed: apt-get install iputils-ping")
         .status

@@ -238,18 +238,35 @@ impl Plugin for Bridge {
                 }
             }
         }
+        // Every cleanup step runs even when an earlier one fails (a failing nft must not keep
+        // the addresses reserved); the first failure is the answer, and a retried DEL redoes
+        // only what is left.
+        let mut first: Option<CniError> = None;
+        let mut step = |r: Result<(), CniError>| {
+            if let Err(e) = r {
+                first.get_or_insert(e);
+            }
+        };
         if cfg.is_layer3() {
-            ipam::del(&cfg.ipam_type, &ctx.config_json)?;
+            step(ipam::del(&cfg.ipam_type, &ctx.config_json));
         }
         // Both keyed by the container, not the netns: removed also when the netns is long gone
         // (the reference leaves the spoof check behind then).
         if cfg.mac_spoof_check {
-            firewall::mac_spoof_check_del(&cfg.name, &ctx.container_id, &ctx.ifname)?;
+            step(firewall::mac_spoof_check_del(
+                &cfg.name,
+                &ctx.container_id,
+                &ctx.ifname,
+            ));
         }
         if cfg.is_layer3() && cfg.ip_masq {
-            firewall::masquerade_del(&cfg.name, &ctx.container_id, masq_backend(&cfg))?;
+            step(firewall::masquerade_del(
+                &cfg.name,
+                &ctx.container_id,
+                masq_backend(&cfg),
+            ));
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     fn check(ctx: &Context, container: &Netns) -> Result<(), CniError> {

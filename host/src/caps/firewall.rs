@@ -455,6 +455,32 @@ fn shell_words(line: &str) -> Vec<String> {
     words
 }
 
+impl Caps {
+    /// Firewall rules are keyed by network, container and interface: a plugin may only name
+    /// the ones of the invocation it runs for, so it can neither filter nor unfilter another
+    /// container's traffic.
+    fn own_rules(
+        &self,
+        op: &str,
+        network: &str,
+        container_id: &str,
+        ifname: Option<&str>,
+    ) -> Result<(), String> {
+        let own = network == self.req.config.name
+            && container_id == self.req.container_id
+            && ifname.is_none_or(|i| i == self.req.ifname);
+        if own {
+            return Ok(());
+        }
+        let target = format!("{network}/{container_id}/{}", ifname.unwrap_or(""));
+        self.audit(op, &target, "denied");
+        Err(format!(
+            "plugin {:?} may only change the firewall rules of its own invocation (network {:?}, container {:?}, interface {:?}), not {target:?}",
+            self.logger.plugin, self.req.config.name, self.req.container_id, self.req.ifname
+        ))
+    }
+}
+
 impl firewall::Host for Caps {
     fn masquerade_add(
         &mut self,
@@ -466,6 +492,7 @@ impl firewall::Host for Caps {
         self.require(Capability::Firewall, "masquerade-add")?;
         check_token("network name", &network)?;
         check_token("container id", &container_id)?;
+        self.own_rules("masquerade-add", &network, &container_id, None)?;
         let addrs = addresses
             .iter()
             .map(|a| {
@@ -496,6 +523,7 @@ impl firewall::Host for Caps {
         self.require(Capability::Firewall, "masquerade-del")?;
         check_token("network name", &network)?;
         check_token("container id", &container_id)?;
+        self.own_rules("masquerade-del", &network, &container_id, None)?;
         let r = match backend.as_str() {
             "" | "nftables" => nft_del(&network, &container_id),
             "iptables" => iptables_del(&network, &container_id),
@@ -522,6 +550,12 @@ impl firewall::Host for Caps {
         check_token("network name", &network)?;
         check_token("container id", &container_id)?;
         check_ifname("interface name", &ifname)?;
+        self.own_rules(
+            "mac-spoof-check-add",
+            &network,
+            &container_id,
+            Some(&ifname),
+        )?;
         check_ifname("host interface name", &host_ifname)?;
         let mac = normalize_mac(&mac)?;
         // The rules filter a host link: the policy's host-links must cover it.
@@ -550,6 +584,12 @@ impl firewall::Host for Caps {
         check_token("network name", &network)?;
         check_token("container id", &container_id)?;
         check_ifname("interface name", &ifname)?;
+        self.own_rules(
+            "mac-spoof-check-del",
+            &network,
+            &container_id,
+            Some(&ifname),
+        )?;
         let r = spoof_check_del(&container_id, &ifname)
             .map_err(|e| format!("failed to teardown spoof-check: {e}"));
         self.audited(
