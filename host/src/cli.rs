@@ -180,25 +180,6 @@ enum Resolved {
     Wasm(Value),
 }
 
-/// Whether `path` is this `wasm-cni` binary (a symlink or hard link to it, or a copy).
-fn is_wasm_cni(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(exe) = std::env::current_exe() else {
-        return false;
-    };
-    let (Ok(a), Ok(b)) = (std::fs::metadata(path), std::fs::metadata(&exe)) else {
-        return false;
-    };
-    if (a.dev(), a.ino()) == (b.dev(), b.ino()) {
-        return true;
-    }
-    if std::fs::canonicalize(path).is_ok_and(|c| c.file_name().is_some_and(|n| n == "wasm-cni")) {
-        return true;
-    }
-    a.len() == b.len()
-        && matches!((std::fs::read(path), std::fs::read(&exe)), (Ok(x), Ok(y)) if x == y)
-}
-
 /// The grants a plugin's own configuration needs, for the fields of the first-party plugins
 /// that reach beyond the container: the bridge's and host-device's host links, the IPAM type
 /// it delegates to (and whether that is a native executable), host-local's `resolvConf`.
@@ -280,7 +261,7 @@ fn check_type(ty: &str, version: &str, dirs: &[PathBuf]) -> (Vec<Value>, Resolve
     };
     let module = path.with_file_name(format!("{ty}.wasm"));
     let mut notes = Vec::new();
-    if module.exists() && !is_wasm_cni(&path) {
+    if module.exists() && !crate::plugin::is_wasm_cni(&path) {
         notes.push(finding(
             true,
             format!(

@@ -61,6 +61,7 @@ fn main() -> ExitCode {
     } else {
         Plugin::from_argv0(argv0, std::env::var("CNI_PATH").ok().as_deref())
     };
+    wasm_cni::sandbox::set_one_shot();
     let out = plugin::exec(
         &plugin,
         |k| std::env::var(k).ok(),

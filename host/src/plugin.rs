@@ -9,7 +9,7 @@ use std::time::Instant;
 use cni_types::{codes, CniError, CniResult};
 use wasmtime::Engine;
 
-use crate::caps::netns::{Netns, OpenError};
+use crate::caps::netns::{Netns, OpenError, Opening};
 use crate::caps::Caps;
 use crate::cni::{self, Command, Output, Parsed, Request};
 use crate::log::{trace, Level, Logger};
@@ -61,6 +61,25 @@ impl Plugin {
                 .unwrap_or_default(),
             module: module.to_path_buf(),
         }
+    }
+}
+
+/// Whether `path` runs wasm-cni: a symlink whose target is named `wasm-cni` (how plugins are
+/// installed), or a hard link to the running binary. The runtime's IPAM delegation and
+/// `wasm-cni validate` decide with this one test whether a type runs in a sandbox.
+pub fn is_wasm_cni(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::read_link(path).is_ok_and(|t| t.file_name().is_some_and(|n| n == "wasm-cni")) {
+        return true;
+    }
+    let same =
+        |a: &std::fs::Metadata, b: &std::fs::Metadata| (a.dev(), a.ino()) == (b.dev(), b.ino());
+    match (
+        std::fs::metadata(path),
+        std::env::current_exe().and_then(std::fs::metadata),
+    ) {
+        (Ok(a), Ok(b)) => same(&a, &b),
+        _ => false,
     }
 }
 
@@ -171,6 +190,31 @@ pub fn run_request(
     logger: &Logger,
 ) -> Result<Answer, CniError> {
     let _run = trace::enter();
+    let outer = RUNNING.with(|r| r.borrow().clone());
+    // A wasm IPAM plugin run in-process for a plugin of this exec, on the same thread: the
+    // request names the same container netns (the delegating plugin passes its own
+    // CNI_NETNS), so it gets the runtime and the netns handle already open instead of a second
+    // runtime and a second thread that enters the netns. The handle grants nothing beyond
+    // what a fresh one would.
+    let nested = outer.filter(|(_, path, _)| *path == req.netns);
+    // Otherwise the netlink runtime starts now and the container netns's worker enters it
+    // while the artifact loads (the netns is opened, never changed, before the policy has
+    // decided; its errors count only once the module turns out to be a plugin component).
+    let early = match nested {
+        Some(_) => None,
+        None => {
+            let rt = Arc::new(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                    .map_err(|e| internal(format!("starting the netlink runtime: {e}")))?,
+            );
+            let opening = begin_netns(&req, &rt);
+            prefetch_ipam(engine, &req);
+            Some((rt, opening))
+        }
+    };
+    trace::mark("runtime");
     let (artifact, digest) = load(engine, plugin, logger)?;
     trace::mark("artifact");
     let decision = policy::decide(policy, &plugin.name, &digest, &artifact.capabilities);
@@ -178,37 +222,21 @@ pub fn run_request(
         logger.audit("start", &plugin.name, "denied");
         CniError::new(sandbox::codes::DENIED, refusal, "")
     })?;
-    match artifact.kind {
+    let answer = match artifact.kind {
         GuestKind::Command => {
             let out = sandbox::run_command(engine, &artifact.component, &req, &limits, logger)?;
-            Ok(out.map(Answer::Text).unwrap_or(Answer::Nothing))
+            out.map(Answer::Text).unwrap_or(Answer::Nothing)
         }
         GuestKind::Plugin => {
-            let outer = RUNNING.with(|r| r.borrow().clone());
-            let (rt, netns) = match outer {
-                // A wasm IPAM plugin run in-process for a plugin of this exec, on the same
-                // thread: the request names the same container netns (the delegating
-                // plugin passes its own CNI_NETNS), so it gets the runtime and the netns
-                // handle already open instead of a second runtime and a second thread that
-                // enters the netns. The handle grants nothing beyond what a fresh one would.
-                Some((rt, path, netns)) if path == req.netns => {
-                    trace::mark("runtime");
-                    trace::mark("netns");
+            let (rt, netns) = match (nested, early) {
+                (Some((rt, _, netns)), _) => (rt, netns),
+                (None, Some((rt, opening))) => {
+                    let netns = finish_netns(&req, opening, &rt)?;
                     (rt, netns)
                 }
-                _ => {
-                    let rt = Arc::new(
-                        tokio::runtime::Builder::new_current_thread()
-                            .enable_io()
-                            .build()
-                            .map_err(|e| internal(format!("starting the netlink runtime: {e}")))?,
-                    );
-                    trace::mark("runtime");
-                    let netns = open_netns(&req, &rt)?;
-                    trace::mark("netns");
-                    (rt, netns)
-                }
+                (None, None) => unreachable!("a run is either nested or starts its own runtime"),
             };
+            trace::mark("netns");
             let _running = Running::set(rt.clone(), req.netns.clone(), netns.clone());
             let caps = Caps::new(
                 rt,
@@ -227,9 +255,11 @@ pub fn run_request(
                 &limits,
                 logger,
             )?;
-            Ok(result.map(Answer::Typed).unwrap_or(Answer::Nothing))
+            result.map(Answer::Typed).unwrap_or(Answer::Nothing)
         }
-    }
+    };
+    sandbox::retire(artifact);
+    Ok(answer)
 }
 
 type Shared = (
@@ -267,15 +297,26 @@ fn internal(msg: String) -> CniError {
     CniError::new(codes::INTERNAL, msg, "")
 }
 
-/// The container's namespace for this verb: required for ADD and CHECK; for DEL an empty or
-/// vanished netns means "already gone", which DEL must accept.
-fn open_netns(req: &Request, rt: &tokio::runtime::Runtime) -> Result<Option<Arc<Netns>>, CniError> {
+/// Start opening the container's namespace for this verb (see [`finish_netns`]).
+fn begin_netns(req: &Request, rt: &tokio::runtime::Runtime) -> Result<Option<Opening>, OpenError> {
     let needed = matches!(req.command, Command::Add | Command::Check | Command::Del);
     if !needed || req.netns.is_empty() {
         return Ok(None);
     }
-    let ns = match Netns::open(Path::new(&req.netns), rt) {
-        Ok(ns) => ns,
+    Netns::begin_open(Path::new(&req.netns), rt).map(Some)
+}
+
+/// The container's namespace for this verb: required for ADD and CHECK; for DEL an empty or
+/// vanished netns means "already gone", which DEL must accept.
+fn finish_netns(
+    req: &Request,
+    opening: Result<Option<Opening>, OpenError>,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Option<Arc<Netns>>, CniError> {
+    let opened = opening.and_then(|o| o.map(|o| o.finish(rt)).transpose());
+    let ns = match opened {
+        Ok(Some(ns)) => ns,
+        Ok(None) => return Ok(None),
         Err(OpenError::NotFound) if req.command == Command::Del => return Ok(None),
         Err(OpenError::NotFound) => {
             return Err(internal(format!(
@@ -301,6 +342,45 @@ fn open_netns(req: &Request, rt: &tokio::runtime::Runtime) -> Result<Option<Arc<
     Ok(Some(Arc::new(ns)))
 }
 
+type Loaded = Result<(Artifact, String), artifact::Stale>;
+
+thread_local! {
+    /// Artifacts being loaded ahead of their run, by module path.
+    static PREFETCHED: std::cell::RefCell<Vec<(PathBuf, std::thread::JoinHandle<Loaded>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// When the config delegates to a wasm IPAM plugin (`ipam.type`), load that plugin's
+/// artifact on another thread while this plugin's loads and runs: the delegation then finds
+/// it ready (see [`load`]). Only loads and verifies; never compiles, never runs anything.
+fn prefetch_ipam(engine: &Engine, req: &Request) {
+    let ipam_type = req.config.ipam.as_ref().and_then(|i| i.get("type"));
+    let Some(ipam_type) = ipam_type.and_then(|t| t.as_str()) else {
+        return;
+    };
+    let Some(link) = crate::caps::ipam::find_wasm_plugin(&req.path, ipam_type) else {
+        return;
+    };
+    let module = Plugin::from_argv0(&link.to_string_lossy(), None).module;
+    let (engine, path) = (engine.clone(), module.clone());
+    let loading = std::thread::Builder::new()
+        .name("wasm-cni-prefetch".into())
+        .spawn(move || artifact::load(&engine, &artifact::artifact_path(&path), &path));
+    if let Ok(loading) = loading {
+        PREFETCHED.with(|p| p.borrow_mut().push((module, loading)));
+    }
+}
+
+/// The prefetched artifact of `module`, if one was started and it loaded.
+fn prefetched(module: &Path) -> Option<(Artifact, String)> {
+    let loading = PREFETCHED.with(|p| {
+        let mut p = p.borrow_mut();
+        let i = p.iter().position(|(m, _)| m == module)?;
+        Some(p.swap_remove(i).1)
+    })?;
+    loading.join().ok()?.ok()
+}
+
 /// Load the plugin's precompiled artifact; when it is missing or stale, compile it with the
 /// compiler installed beside us and try once more.
 /// Returns the artifact and the module's sha256.
@@ -312,6 +392,9 @@ fn load(engine: &Engine, plugin: &Plugin, logger: &Logger) -> Result<(Artifact, 
             plugin.module.display()
         ))
     })?;
+    if let Some(loaded) = prefetched(&plugin.module) {
+        return Ok(loaded);
+    }
     let path = artifact::artifact_path(&plugin.module);
     let stale = match artifact::load(engine, &path, &plugin.module) {
         Ok(loaded) => return Ok(loaded),

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: our plugins against Debian's reference plugins (`/usr/lib/cni`), exec'd
-//! exactly as a runtime execs them (CNI env, config on stdin) under `ip netns exec <host-ns>`,
-//! interleaved (ours, reference, ours, …) so that load on the machine hits both alike.
+//! exactly as a runtime execs them (fork/exec of the plugin binary, CNI env, config on stdin),
+//! the plugin process living in a throwaway host netns that the child enters between fork and
+//! exec, interleaved (ours, reference, ours, …) so that load on the machine hits both alike.
 //!
 //! Everything runs in throwaway namespaces (a host netns, container netns) and a temp IPAM
 //! store; all of it is removed on drop, also when a run fails. Every exec has a timeout. Timings
@@ -10,6 +11,8 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,29 +53,75 @@ fn check_stop() -> Result<()> {
     Ok(())
 }
 
+/// The throwaway netns that plays the host: every measured process enters it in the child,
+/// between fork and exec, like a plugin exec'd by a runtime in the host netns.
+struct HostNs {
+    /// `/var/run/netns/<name>`, opened `O_RDONLY | O_CLOEXEC` (std's default): the forked child
+    /// uses it for `setns` before its exec, so no exec'd process inherits it. Held open for the
+    /// whole bench; dropped before the [`Netns`] guard deletes the namespace.
+    file: fs::File,
+}
+
+impl HostNs {
+    fn open(ns: &Netns) -> Result<HostNs> {
+        let path = ns.path();
+        let file = fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+        Ok(HostNs { file })
+    }
+
+    fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+/// Returns the bench's free heap pages (the 64-way case leaves a malloc arena per thread) to the
+/// kernel between runs: a forked child's peak RSS starts at the bench's RSS (see [`Exec`]).
+fn trim_heap() {
+    // SAFETY: malloc_trim has no preconditions; it only releases free memory.
+    unsafe { libc::malloc_trim(0) };
+}
+
 /// One finished exec.
 struct Exec {
     ms: f64,
-    /// Peak resident set of the child (`ru_maxrss`, KiB): `ip netns exec` execs the plugin in
-    /// the same process, so this is the larger of the two, in practice the plugin.
+    /// Peak resident set of the child (`ru_maxrss`, KiB), the exec'd program itself (no
+    /// wrapper). Linux also records the pre-exec image's RSS here: the pages the child got from
+    /// the bench at fork, the `/bin/true` floor row.
     rss_kb: i64,
     code: i32,
     stdout: String,
     stderr: String,
 }
 
-/// Exec `prog` inside the namespace `host` with exactly `env` and `stdin`, bounded by
-/// [`TIMEOUT`]; wall time from spawn to reap, peak RSS from `wait4`.
-fn exec(host: &str, prog: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Result<Exec> {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", host])
-        .arg(prog)
-        .args(args)
+/// Fork/exec `prog` directly (no wrapper), the child entering the netns `host` before its exec,
+/// with exactly `env` and `stdin`, bounded by [`TIMEOUT`]; wall time from spawn to reap, peak
+/// RSS from `wait4`.
+fn exec(
+    host: &HostNs,
+    prog: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: &str,
+) -> Result<Exec> {
+    let fd = host.fd();
+    let mut cmd = Command::new(prog);
+    cmd.args(args)
         .env_clear()
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // SAFETY: runs in the forked child before exec; it only calls setns (async-signal-safe) on
+    // an fd the parent keeps open and reads errno, allocating nothing and taking no locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
     let start = Instant::now();
     let mut child = cmd
         .spawn()
@@ -153,7 +202,7 @@ fn exec(host: &str, prog: &Path, args: &[&str], env: &[(&str, &str)], stdin: &st
 
 /// Like [`exec`], but a failed exec is an error.
 fn exec_ok(
-    host: &str,
+    host: &HostNs,
     prog: &Path,
     args: &[&str],
     env: &[(&str, &str)],
@@ -321,7 +370,7 @@ struct Side<'a> {
 }
 
 impl Side<'_> {
-    fn call(&self, host: &str, plugin: &str, call: &Call, conf: &Value) -> Result<Exec> {
+    fn call(&self, host: &HostNs, plugin: &str, call: &Call, conf: &Value) -> Result<Exec> {
         let env = call.env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         exec_ok(host, &self.dir.join(plugin), &[], &env, &conf.to_string())
@@ -364,6 +413,8 @@ pub fn bench(root: &Path, dir: &Path, runs: usize) -> Result<()> {
     let many: Vec<Netns> = (0..CONCURRENT)
         .map(|i| Netns::new(format!("wcni-bench-m{i}-{pid}")))
         .collect::<Result<_>>()?;
+    // Declared after the guards, so dropped (closed) before they delete the namespaces.
+    let hns = HostNs::open(&host)?;
     let data = TempDir::new("bench-ipam")?;
     run(Command::new("ip").args(["-n", &host.0, "link", "set", "lo", "up"]))?;
     // A host device per side: one end of a veth pair in the host netns.
@@ -432,6 +483,7 @@ pub fn bench(root: &Path, dir: &Path, runs: usize) -> Result<()> {
 
     for i in 0..runs {
         check_stop()?;
+        trim_heap();
         eprint!("\rbench run {}/{runs}", i + 1);
         for (s, side) in sides.iter().enumerate() {
             let n = s;
@@ -446,7 +498,7 @@ pub fn bench(root: &Path, dir: &Path, runs: usize) -> Result<()> {
             };
             // VERSION: no netns, no container.
             let v = exec_ok(
-                &host.0,
+                &hns,
                 &side.dir.join("loopback"),
                 &[],
                 &[
@@ -456,23 +508,23 @@ pub fn bench(root: &Path, dir: &Path, runs: usize) -> Result<()> {
                 &version_stdin,
             )?;
             side_of(&mut version, n).push(&v);
-            let e = side.call(&host.0, "loopback", &call("ADD", "lo"), &loopback_conf)?;
+            let e = side.call(&hns, "loopback", &call("ADD", "lo"), &loopback_conf)?;
             side_of(&mut lo, n).push(&e);
             let conf = bridge_conf(side.ours);
-            let add = side.call(&host.0, "bridge", &call("ADD", "eth0"), &conf)?;
+            let add = side.call(&hns, "bridge", &call("ADD", "eth0"), &conf)?;
             side_of(&mut br_add, n).push(&add);
             let del = side.call(
-                &host.0,
+                &hns,
                 "bridge",
                 &call("DEL", "eth0"),
                 &with_prev(&conf, &add.stdout)?,
             )?;
             side_of(&mut br_del, n).push(&del);
             let conf = hd_conf(side.ours);
-            let add = side.call(&host.0, "host-device", &call("ADD", "hd0"), &conf)?;
+            let add = side.call(&hns, "host-device", &call("ADD", "hd0"), &conf)?;
             side_of(&mut hd_add, n).push(&add);
             let del = side.call(
-                &host.0,
+                &hns,
                 "host-device",
                 &call("DEL", "hd0"),
                 &with_prev(&conf, &add.stdout)?,
@@ -499,7 +551,7 @@ pub fn bench(root: &Path, dir: &Path, runs: usize) -> Result<()> {
             let floor = |command: &str, ifname: &str, conf: &str| -> Result<Exec> {
                 let env = env(command, ifname);
                 let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                exec_ok(&host.0, &floor_bin, &[], &env, conf)
+                exec_ok(&hns, &floor_bin, &[], &env, conf)
             };
             side_of(&mut version, 2).push(&floor("VERSION", "", &version_stdin)?);
             side_of(&mut lo, 2).push(&floor("ADD", "lo", &loopback_conf.to_string())?);
@@ -512,9 +564,9 @@ pub fn bench(root: &Path, dir: &Path, runs: usize) -> Result<()> {
         // Process-start floors.
         true_floor
             .ours
-            .push(&exec_ok(&host.0, Path::new("/bin/true"), &[], &[], "")?);
+            .push(&exec_ok(&hns, Path::new("/bin/true"), &[], &[], "")?);
         version_floor.ours.push(&exec_ok(
-            &host.0,
+            &hns,
             &dir.join("wasm-cni"),
             &["version"],
             &[],
@@ -530,28 +582,23 @@ pub fn bench(root: &Path, dir: &Path, runs: usize) -> Result<()> {
             cni_path: dir,
             trace: true,
         };
-        let e = ours.call(
-            &host.0,
-            "loopback",
-            &traced_call("ADD", "lo"),
-            &loopback_conf,
-        )?;
+        let e = ours.call(&hns, "loopback", &traced_call("ADD", "lo"), &loopback_conf)?;
         traced[0].1.add(&e.stderr)?;
         let conf = bridge_conf(true);
-        let add = ours.call(&host.0, "bridge", &traced_call("ADD", "eth0"), &conf)?;
+        let add = ours.call(&hns, "bridge", &traced_call("ADD", "eth0"), &conf)?;
         traced[1].1.add(&add.stderr)?;
         let del = ours.call(
-            &host.0,
+            &hns,
             "bridge",
             &traced_call("DEL", "eth0"),
             &with_prev(&conf, &add.stdout)?,
         )?;
         traced[2].1.add(&del.stderr)?;
         let conf = hd_conf(true);
-        let add = ours.call(&host.0, "host-device", &traced_call("ADD", "hd0"), &conf)?;
+        let add = ours.call(&hns, "host-device", &traced_call("ADD", "hd0"), &conf)?;
         traced[3].1.add(&add.stderr)?;
         let del = ours.call(
-            &host.0,
+            &hns,
             "host-device",
             &traced_call("DEL", "hd0"),
             &with_prev(&conf, &add.stdout)?,
@@ -577,7 +624,7 @@ pub fn bench(root: &Path, dir: &Path, runs: usize) -> Result<()> {
                                     Some(p) => with_prev(&conf, &p[k]),
                                     None => Ok(conf.clone()),
                                 };
-                                let host = &host.0;
+                                let host = &hns;
                                 scope.spawn(move || {
                                     let call = Call {
                                         command,
@@ -622,6 +669,7 @@ pub fn bench(root: &Path, dir: &Path, runs: usize) -> Result<()> {
     // file gets no verified marker), so doing it inside the loop would tax the warm rows.
     for i in 0..runs {
         check_stop()?;
+        trim_heap();
         eprint!("\rcold run {}/{runs}", i + 1);
         for (n, side) in sides.iter().enumerate() {
             let call = Call {
@@ -636,7 +684,7 @@ pub fn bench(root: &Path, dir: &Path, runs: usize) -> Result<()> {
                 fs::remove_file(&artifact)
                     .with_context(|| format!("removing {}", artifact.display()))?;
             }
-            let e = side.call(&host.0, "loopback", &call, &loopback_conf)?;
+            let e = side.call(&hns, "loopback", &call, &loopback_conf)?;
             side_of(&mut cold, n).push(&e);
             if side.ours && !artifact.exists() {
                 bail!("the cold exec did not write {} back", artifact.display());
@@ -689,7 +737,8 @@ fn report(ops: &[Op], traced: &[(&str, Phases)], runs: usize) -> Result<String> 
     writeln!(
         r,
         "{runs} runs per operation, interleaved ours/reference, cniVersion {CNI_VERSION}, every \
-         exec under `ip netns exec` of a throwaway host netns. Machine: {}.\n",
+         exec a direct fork/exec of the plugin binary whose child enters a throwaway host netns \
+         (`setns`) before its exec. Machine: {}.\n",
         machine()
     )?;
     writeln!(
@@ -746,8 +795,9 @@ fn report(ops: &[Op], traced: &[(&str, Phases)], runs: usize) -> Result<String> 
     }
     writeln!(
         r,
-        "\nPeak RSS is `ru_maxrss` of the exec'd process, which `ip netns exec` became: it cannot \
-         be below `ip`'s own peak (the `/bin/true` floor row).\n"
+        "\nPeak RSS is `ru_maxrss` of the exec'd plugin process itself (no wrapper). Linux also \
+         counts the child's resident pages before its exec (those it shares with the bench \
+         process after the fork), so no row is below the `/bin/true` floor row.\n"
     )?;
     writeln!(
         r,

@@ -28,14 +28,22 @@ fn find_plugin(cni_path: &str, plugin_type: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-/// A wasm-cni plugin: a link whose target is named `wasm-cni`, with `<type>.wasm` beside it.
+/// The link of a wasm-cni IPAM plugin of this type in CNI_PATH, if that is what it is.
+pub fn find_wasm_plugin(cni_path: &str, plugin_type: &str) -> Option<PathBuf> {
+    if plugin_type.is_empty() || plugin_type.contains('/') || plugin_type.starts_with('.') {
+        return None;
+    }
+    find_plugin(cni_path, plugin_type).filter(|p| is_wasm_cni_link(p))
+}
+
+/// A wasm-cni plugin: wasm-cni under the type's name (see [`plugin::is_wasm_cni`]) with
+/// `<type>.wasm` beside it.
 fn is_wasm_cni_link(path: &Path) -> bool {
     let module = path.with_file_name(format!(
         "{}.wasm",
         path.file_name().unwrap_or_default().to_string_lossy()
     ));
-    std::fs::read_link(path).is_ok_and(|t| t.file_name().is_some_and(|n| n == "wasm-cni"))
-        && module.exists()
+    plugin::is_wasm_cni(path) && module.exists()
 }
 
 fn wit_error(e: CniError) -> wit::CniError {

@@ -7,7 +7,7 @@
 
 mod files;
 mod firewall;
-mod ipam;
+pub(crate) mod ipam;
 pub mod netns;
 mod network;
 mod store;

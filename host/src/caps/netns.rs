@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -40,19 +40,27 @@ pub struct Netns {
 impl Netns {
     /// Open the namespace at `path` and connect netlink inside it.
     pub fn open(path: &Path, rt: &Runtime) -> Result<Netns, OpenError> {
+        Netns::begin_open(path, rt)?.finish(rt)
+    }
+
+    /// Start opening the namespace at `path`: the file is opened and checked here, its worker
+    /// enters it and creates the netlink socket in the background while the caller goes on
+    /// (e.g. loading the plugin's artifact); [`Opening::finish`] waits for it.
+    pub fn begin_open(path: &Path, rt: &Runtime) -> Result<Opening, OpenError> {
         let file = File::open(path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => OpenError::NotFound,
             _ => OpenError::Other(format!("failed to open netns {:?}: {e}", path)),
         })?;
         check_is_netns(&file, path).map_err(OpenError::Other)?;
         let enter_failed = |e| OpenError::Other(format!("failed to enter netns {:?}: {e}", path));
-        let worker = Worker::spawn(Enter::Fd(file.as_raw_fd())).map_err(enter_failed)?;
-        let handle = connect_on(&worker, rt).map_err(enter_failed)?;
-        Ok(Netns {
+        let fd = file.try_clone().map_err(enter_failed)?;
+        let worker = Worker::spawn(Enter::Fd(fd.into())).map_err(enter_failed)?;
+        let connecting = begin_connect(&worker, rt);
+        Ok(Opening {
             path: path.to_path_buf(),
             file,
-            handle,
-            worker: Some(worker),
+            worker,
+            connecting,
         })
     }
 
@@ -80,7 +88,7 @@ impl Netns {
     pub fn temporary(rt: &Runtime) -> io::Result<Netns> {
         let worker = Worker::spawn(Enter::New)?;
         let file = worker.run(|| File::open("/proc/thread-self/ns/net"))?;
-        let handle = connect_on(&worker, rt)?;
+        let handle = finish_connect(begin_connect(&worker, rt), rt)?;
         Ok(Netns {
             path: PathBuf::from("(temporary netns)"),
             file,
@@ -121,6 +129,28 @@ impl Netns {
     }
 }
 
+/// A namespace being opened (see [`Netns::begin_open`]).
+pub struct Opening {
+    path: PathBuf,
+    file: File,
+    worker: Worker,
+    connecting: Connecting,
+}
+
+impl Opening {
+    /// Wait until the worker is inside the namespace with its netlink socket.
+    pub fn finish(self, rt: &Runtime) -> Result<Netns, OpenError> {
+        let handle = finish_connect(self.connecting, rt)
+            .map_err(|e| OpenError::Other(format!("failed to enter netns {:?}: {e}", self.path)))?;
+        Ok(Netns {
+            path: self.path,
+            file: self.file,
+            handle,
+            worker: Some(self.worker),
+        })
+    }
+}
+
 /// Refuse anything that is not a network-namespace file (Go's `ns.GetNS` does the same check).
 fn check_is_netns(file: &File, path: &Path) -> Result<(), String> {
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
@@ -144,13 +174,14 @@ fn check_is_netns(file: &File, path: &Path) -> Result<(), String> {
 
 /// Which namespace a worker enters.
 enum Enter {
-    /// An existing one (a namespace fd that stays open until the worker has entered it).
-    Fd(RawFd),
+    /// An existing one (the worker's own descriptor of it).
+    Fd(std::os::fd::OwnedFd),
     /// A new, empty one.
     New,
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+/// A job for a worker; it gets the error when the worker could not enter its namespace.
+type Job = Box<dyn FnOnce(Option<&io::Error>) + Send>;
 
 /// A dedicated thread inside one namespace that runs jobs one at a time. It is not joined: it
 /// ends when its [`Netns`] is dropped (a thread that changed namespace can take a scheduler
@@ -160,33 +191,41 @@ struct Worker {
 }
 
 impl Worker {
-    /// Start the thread and wait until it is inside the namespace (or failed to get there).
+    /// Start the thread; it enters the namespace while the caller goes on. A job submitted
+    /// to a worker that failed to enter fails with that error.
     fn spawn(enter: Enter) -> io::Result<Worker> {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-        let (ready_tx, ready) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("wasm-cni-netns".into())
             .stack_size(256 << 10)
             .spawn(move || {
                 // SAFETY: setns/unshare on this dedicated thread only; nothing but this
-                // worker's jobs ever runs on it.
+                // worker's jobs ever runs on it. The thread owns the fd it enters.
                 let entered = match enter {
-                    Enter::Fd(fd) => unsafe { libc::setns(fd, libc::CLONE_NEWNET) },
+                    Enter::Fd(fd) => unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) },
                     Enter::New => unsafe { libc::unshare(libc::CLONE_NEWNET) },
                 };
-                if entered != 0 {
-                    let _ = ready_tx.send(Err(io::Error::last_os_error()));
-                    return;
-                }
-                let _ = ready_tx.send(Ok(()));
+                let failed = (entered != 0).then(io::Error::last_os_error);
                 while let Ok(job) = queue.recv() {
-                    job();
+                    job(failed.as_ref());
                 }
             })?;
-        ready
-            .recv()
-            .map_err(|_| io::Error::other("netns thread ended before entering the namespace"))??;
         Ok(Worker { jobs })
+    }
+
+    /// Queue `f` on the worker; the receiver gets its result.
+    fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> std::sync::mpsc::Receiver<io::Result<T>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let _ = self.jobs.send(Box::new(move |failed: Option<&io::Error>| {
+            let _ = tx.send(match failed {
+                Some(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                None => f(),
+            });
+        }));
+        rx
     }
 
     /// Run `f` on the worker and wait for its result.
@@ -194,26 +233,32 @@ impl Worker {
         &self,
         f: impl FnOnce() -> io::Result<T> + Send + 'static,
     ) -> io::Result<T> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.jobs
-            .send(Box::new(move || {
-                let _ = tx.send(f());
-            }))
-            .map_err(|_| io::Error::other("netns thread is gone"))?;
-        rx.recv()
-            .map_err(|_| io::Error::other("netns thread panicked"))?
+        wait(self.submit(f))
     }
 }
 
-/// Create a netlink connection on `worker` (so its socket lives in the worker's namespace)
-/// and register it with the host's runtime.
-fn connect_on(worker: &Worker, rt: &Runtime) -> io::Result<rtnetlink::Handle> {
+fn wait<T>(rx: std::sync::mpsc::Receiver<io::Result<T>>) -> io::Result<T> {
+    rx.recv()
+        .map_err(|_| io::Error::other("netns thread ended without an answer"))?
+}
+
+type Connection = rtnetlink::proto::Connection<rtnetlink::packet_route::RouteNetlinkMessage>;
+type Connecting = std::sync::mpsc::Receiver<io::Result<(Connection, rtnetlink::Handle)>>;
+
+/// Start creating a netlink connection on `worker` (so its socket lives in the worker's
+/// namespace).
+fn begin_connect(worker: &Worker, rt: &Runtime) -> Connecting {
     let handle = rt.handle().clone();
-    let (conn, nl) = worker.run(move || {
+    worker.submit(move || {
         let _guard = handle.enter();
         let (conn, nl, _) = rtnetlink::new_connection()?;
         Ok((conn, nl))
-    })?;
+    })
+}
+
+/// Wait for the connection and register it with the host's runtime.
+fn finish_connect(connecting: Connecting, rt: &Runtime) -> io::Result<rtnetlink::Handle> {
+    let (conn, nl) = wait(connecting)?;
     rt.spawn(conn);
     Ok(nl)
 }

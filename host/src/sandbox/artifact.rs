@@ -123,21 +123,24 @@ pub fn load(engine: &Engine, path: &Path, module: &Path) -> Result<(Artifact, St
     if header.engine != ENGINE_TAG {
         return Err(Stale::OtherEngine(header.engine));
     }
-    let module_sha256 = module_digest(module, &header)?;
-    if header.module_sha256 != module_sha256 {
-        return Err(Stale::OtherModule);
-    }
+    let unreadable = |e: io::Error| Stale::Unreadable(format!("module {}: {e}", module.display()));
+    let module_meta = fs::metadata(module).map_err(unreadable)?;
     let marker = marker_path(path);
-    let verified = verified_marker(&meta, &header.payload_sha256);
+    let verified = verified_marker(&meta, &header, &identity(&module_meta));
     if fs::read(&marker).ok().as_deref() != Some(verified.as_bytes()) {
+        if module_digest(module, &module_meta, &header)? != header.module_sha256 {
+            return Err(Stale::OtherModule);
+        }
         if sha256_hex(payload) != header.payload_sha256 {
             return Err(Stale::Corrupt("payload digest mismatch".into()));
         }
-        if settled(&meta, std::time::SystemTime::now()) {
+        let now = std::time::SystemTime::now();
+        if settled(&meta, now) && settled(&module_meta, now) {
             // Best effort: without it (read-only dir) the next exec hashes again.
             let _ = write_atomically(&marker, verified.as_bytes());
         }
     }
+    let module_sha256 = header.module_sha256.clone();
     // SAFETY: the payload is the exact output of `Engine::precompile_component` by our compiler
     // for this engine configuration: its digest was just checked against the header written
     // at compile time, and the bytes checked are the bytes deserialized.
@@ -212,6 +215,7 @@ impl Drop for MappedFile {
 /// The module's identity on disk: device, inode, size and change times. Any write to the
 /// file changes its ctime, which no one can set back, so an unchanged fingerprint means the
 /// module is the one the artifact was compiled from.
+#[cfg(feature = "compiler")]
 fn fingerprint(module: &Path) -> io::Result<String> {
     Ok(identity(&fs::metadata(module)?))
 }
@@ -236,9 +240,17 @@ pub fn marker_path(artifact: &Path) -> PathBuf {
     artifact.with_extension("cwasm.verified")
 }
 
-/// The marker's content for an artifact with metadata `meta` whose payload matched `digest`.
-fn verified_marker(meta: &fs::Metadata, digest: &str) -> String {
-    format!("WCNIOK1 {ENGINE_TAG}\n{}\n{digest}\n", identity(meta))
+/// The marker's content: this engine, the artifact file's identity and the digests in its
+/// header, and the module file's identity. The module's own check is remembered with it: an
+/// installer that compiles a staged copy and then moves it in place changes the module's
+/// ctime, so the fingerprint taken at compile time no longer matches after the move.
+fn verified_marker(meta: &fs::Metadata, header: &Header, module_identity: &str) -> String {
+    format!(
+        "WCNIOK2 {ENGINE_TAG}\n{}\n{}\n{module_identity}\n{}\n",
+        identity(meta),
+        header.payload_sha256,
+        header.module_sha256
+    )
 }
 
 /// Whether the file's last change is over a second before `now`: later writes then carry a
@@ -269,13 +281,11 @@ fn write_atomically(dest: &Path, bytes: &[u8]) -> io::Result<()> {
 /// The module's sha256: the one recorded at compile time while the file is unchanged since,
 /// else hashed afresh (an exec then costs a hash of the module, not a recompile, if only the
 /// file's identity changed).
-fn module_digest(module: &Path, header: &Header) -> Result<String, Stale> {
-    let unreadable = |e: io::Error| Stale::Unreadable(format!("module {}: {e}", module.display()));
-    if header.module_fingerprint.as_deref()
-        == Some(fingerprint(module).map_err(unreadable)?.as_str())
-    {
+fn module_digest(module: &Path, meta: &fs::Metadata, header: &Header) -> Result<String, Stale> {
+    if header.module_fingerprint.as_deref() == Some(identity(meta).as_str()) {
         return Ok(header.module_sha256.clone());
     }
+    let unreadable = |e: io::Error| Stale::Unreadable(format!("module {}: {e}", module.display()));
     Ok(sha256_hex(&fs::read(module).map_err(unreadable)?))
 }
 
@@ -497,8 +507,16 @@ mod tests {
         ));
     }
 
+    /// The marker `load` would accept for the artifact at `path` of `module`.
+    fn marker_for(path: &Path, module: &Path) -> String {
+        let bytes = fs::read(path).unwrap();
+        let (header, _) = split(&bytes).unwrap();
+        let module_identity = identity(&fs::metadata(module).unwrap());
+        verified_marker(&fs::metadata(path).unwrap(), &header, &module_identity)
+    }
+
     #[test]
-    fn a_marker_for_this_identity_skips_the_hash_and_any_change_voids_it() {
+    fn a_marker_for_this_identity_skips_the_hashes_and_any_change_voids_it() {
         let dir = std::env::temp_dir().join(format!("wasm-cni-marker-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let (path, module) = (dir.join("m.cwasm"), dir.join("m.wasm"));
@@ -512,26 +530,59 @@ mod tests {
         );
         fs::write(&path, file(&header, payload)).unwrap();
         let engine = super::super::engine().unwrap();
-        assert_eq!(
-            load(&engine, &path, &module).err(),
-            Some(Stale::Corrupt("payload digest mismatch".into()))
+        let corrupt = Some(Stale::Corrupt("payload digest mismatch".into()));
+        assert_eq!(load(&engine, &path, &module).err(), corrupt);
+        assert!(
+            !marker_path(&path).exists(),
+            "a failed check leaves no marker"
         );
-        // A fresh file gets no marker (its ctime is not settled yet).
-        assert!(!marker_path(&path).exists());
-        // A marker for this very file: the hash is skipped, wasmtime gets the payload.
-        let meta = fs::metadata(&path).unwrap();
-        fs::write(marker_path(&path), verified_marker(&meta, &claimed)).unwrap();
+        // A marker for this very file: the hashes are skipped, wasmtime gets the payload.
+        fs::write(marker_path(&path), marker_for(&path, &module)).unwrap();
         assert!(matches!(
             load(&engine, &path, &module).err(),
             Some(Stale::OtherEngine(_))
         ));
-        // Replaced (new inode): the marker no longer applies and the hash runs again.
+        // Rewritten in place (same inode, new ctime): the marker no longer applies.
+        fs::write(&path, file(&header, payload)).unwrap();
+        assert_eq!(load(&engine, &path, &module).err(), corrupt);
+        // Replaced (new inode): likewise.
+        fs::write(marker_path(&path), marker_for(&path, &module)).unwrap();
         let tmp = dir.join("new");
         fs::write(&tmp, file(&header, payload)).unwrap();
         fs::rename(&tmp, &path).unwrap();
+        assert_eq!(load(&engine, &path, &module).err(), corrupt);
+        // The module changed: the marker no longer vouches for it, its digest is checked.
+        fs::write(marker_path(&path), marker_for(&path, &module)).unwrap();
+        fs::write(&module, b"other module").unwrap();
         assert_eq!(
             load(&engine, &path, &module).err(),
-            Some(Stale::Corrupt("payload digest mismatch".into()))
+            Some(Stale::OtherModule)
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_settled_artifact_that_passes_the_checks_gets_its_marker() {
+        let dir = std::env::temp_dir().join(format!("wasm-cni-settle-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let (path, module) = (dir.join("m.cwasm"), dir.join("m.wasm"));
+        fs::write(&module, b"m").unwrap();
+        // Digests right, payload not loadable: the checks pass, wasmtime refuses it after.
+        let payload = b"not native code";
+        let header = format!(
+            r#"{{"engine":"{ENGINE_TAG}","module_sha256":"{}","payload_sha256":"{}","kind":"plugin"}}"#,
+            sha256_hex(b"m"),
+            sha256_hex(payload)
+        );
+        fs::write(&path, file(&header, payload)).unwrap();
+        let engine = super::super::engine().unwrap();
+        assert!(load(&engine, &path, &module).is_err());
+        assert!(!marker_path(&path).exists(), "too fresh for a marker");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert!(load(&engine, &path, &module).is_err());
+        assert_eq!(
+            fs::read_to_string(marker_path(&path)).unwrap(),
+            marker_for(&path, &module)
         );
         fs::remove_dir_all(&dir).unwrap();
     }
