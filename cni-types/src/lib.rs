@@ -18,6 +18,7 @@ pub mod error;
 pub mod result;
 pub mod validate;
 pub mod version;
+mod wit;
 
 mod util;
 

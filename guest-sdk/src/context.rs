@@ -93,105 +93,15 @@ impl Context {
     }
 }
 
-pub(crate) fn to_wit(r: &CniResult) -> wit::CniResult {
-    wit::CniResult {
-        interfaces: r
-            .interfaces
-            .iter()
-            .map(|i| wit::Iface {
-                name: i.name.clone(),
-                mac: i.mac.clone(),
-                mtu: i.mtu,
-                sandbox: i.sandbox.clone(),
-                socket_path: i.socket_path.clone(),
-                pci_id: i.pci_id.clone(),
-            })
-            .collect(),
-        ips: r
-            .ips
-            .iter()
-            .map(|ip| wit::IpConfig {
-                address: ip.address.to_string(),
-                gateway: ip.gateway.map(|g| g.to_string()),
-                interface: ip.interface,
-            })
-            .collect(),
-        routes: r
-            .routes
-            .iter()
-            .map(|rt| wit::Route {
-                dst: rt.dst.to_string(),
-                gw: rt.gw.map(|g| g.to_string()),
-                mtu: rt.mtu,
-                advmss: rt.advmss,
-                priority: rt.priority,
-                table: rt.table,
-                scope: rt.scope,
-            })
-            .collect(),
-        dns: wit::Dns {
-            nameservers: r.dns.nameservers.clone(),
-            domain: r.dns.domain.clone(),
-            search: r.dns.search.clone(),
-            options: r.dns.options.clone(),
-        },
-    }
-}
+cni_types::wit_result_conversions!(pub(crate) wit);
 
-pub(crate) fn from_wit(r: wit::CniResult) -> Result<CniResult, CniError> {
-    fn parse<T: std::str::FromStr>(s: &str) -> Result<T, CniError> {
-        s.parse().map_err(|_| {
-            CniError::new(
-                codes::DECODING_FAILURE,
-                format!("invalid address in prevResult: {s:?}"),
-                "",
-            )
-        })
-    }
-    Ok(CniResult {
-        interfaces: r
-            .interfaces
-            .into_iter()
-            .map(|i| crate::Interface {
-                name: i.name,
-                mac: i.mac,
-                mtu: i.mtu,
-                sandbox: i.sandbox,
-                socket_path: i.socket_path,
-                pci_id: i.pci_id,
-            })
-            .collect(),
-        ips: r
-            .ips
-            .into_iter()
-            .map(|ip| {
-                Ok(crate::IpConfig {
-                    address: parse(&ip.address)?,
-                    gateway: ip.gateway.as_deref().map(parse).transpose()?,
-                    interface: ip.interface,
-                })
-            })
-            .collect::<Result<_, CniError>>()?,
-        routes: r
-            .routes
-            .into_iter()
-            .map(|rt| {
-                Ok(crate::Route {
-                    dst: parse(&rt.dst)?,
-                    gw: rt.gw.as_deref().map(parse).transpose()?,
-                    mtu: rt.mtu,
-                    advmss: rt.advmss,
-                    priority: rt.priority,
-                    table: rt.table,
-                    scope: rt.scope,
-                })
-            })
-            .collect::<Result<_, CniError>>()?,
-        dns: crate::Dns {
-            nameservers: r.dns.nameservers,
-            domain: r.dns.domain,
-            search: r.dns.search,
-            options: r.dns.options,
-        },
+/// A result the host handed over (prevResult, an IPAM plugin's result) into the typed one.
+pub(crate) fn result_from_host(r: wit::CniResult) -> Result<CniResult, CniError> {
+    from_wit(r, |what, s| {
+        CniError::new(
+            codes::DECODING_FAILURE,
+            format!("invalid {what} in a result from the host: {s:?}"),
+            "",
+        )
     })
 }

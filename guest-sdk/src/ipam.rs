@@ -4,7 +4,7 @@
 #[cfg(target_arch = "wasm32")]
 use crate::__private::bindings::wasm_cni::plugin::ipam::delegate;
 use crate::__private::bindings::wasm_cni::plugin::ipam::Verb;
-use crate::context::from_wit;
+use crate::context::result_from_host;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::fake::backend::delegate;
 use crate::{CniError, CniResult};
@@ -16,7 +16,7 @@ fn error(e: crate::__private::WitError) -> CniError {
 /// IPAM ADD: the addresses (and routes, dns) for this container.
 pub fn add(plugin_type: &str, config: &str) -> Result<CniResult, CniError> {
     match delegate(plugin_type, Verb::Add, config).map_err(error)? {
-        Some(result) => from_wit(result),
+        Some(result) => result_from_host(result),
         None => Err(CniError::new(
             cni_types::codes::INTERNAL,
             format!("IPAM plugin {plugin_type} returned no result"),

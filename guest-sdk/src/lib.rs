@@ -125,7 +125,7 @@ pub mod __private {
         CniError as WitError, CniResult as WitResult, Invocation,
     };
 
-    use crate::context::{from_wit, to_wit};
+    use crate::context::{result_from_host, to_wit};
 
     /// A string's bytes as an array (for the capabilities custom section).
     pub const fn bytes<const N: usize>(s: &str) -> [u8; N] {
@@ -149,7 +149,7 @@ pub mod __private {
     }
 
     fn context(inv: Invocation) -> Result<Context, WitError> {
-        Context::from_invocation(inv, from_wit).map_err(wit_error)
+        Context::from_invocation(inv, result_from_host).map_err(wit_error)
     }
 
     pub fn add<P: Plugin>(inv: Invocation, netns: WitNetns) -> Result<WitResult, WitError> {

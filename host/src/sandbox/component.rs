@@ -168,7 +168,7 @@ fn call(
     crate::log::trace::mark("call");
     super::retire((store, linker));
     match answer {
-        Ok(Some(result)) => Ok(Some(from_wit(result)?)),
+        Ok(Some(result)) => Ok(Some(guest_result(result)?)),
         Ok(None) => Ok(None),
         Err(e) => Err(cni_error(e).into()),
     }
@@ -190,119 +190,15 @@ fn invocation(req: &Request) -> Result<wit::Invocation, CniError> {
     })
 }
 
-/// The typed result, host side, into the WIT form.
-pub fn to_wit(r: &CniResult) -> wit::CniResult {
-    wit::CniResult {
-        interfaces: r
-            .interfaces
-            .iter()
-            .map(|i| wit::Iface {
-                name: i.name.clone(),
-                mac: i.mac.clone(),
-                mtu: i.mtu,
-                sandbox: i.sandbox.clone(),
-                socket_path: i.socket_path.clone(),
-                pci_id: i.pci_id.clone(),
-            })
-            .collect(),
-        ips: r
-            .ips
-            .iter()
-            .map(|ip| wit::IpConfig {
-                address: ip.address.to_string(),
-                gateway: ip.gateway.map(|g| g.to_string()),
-                interface: ip.interface,
-            })
-            .collect(),
-        routes: r
-            .routes
-            .iter()
-            .map(|rt| wit::Route {
-                dst: rt.dst.to_string(),
-                gw: rt.gw.map(|g| g.to_string()),
-                mtu: rt.mtu,
-                advmss: rt.advmss,
-                priority: rt.priority,
-                table: rt.table,
-                scope: rt.scope,
-            })
-            .collect(),
-        dns: wit::Dns {
-            nameservers: r.dns.nameservers.clone(),
-            domain: r.dns.domain.clone(),
-            search: r.dns.search.clone(),
-            options: r.dns.options.clone(),
-        },
-    }
-}
+cni_types::wit_result_conversions!(pub wit);
 
-/// The guest's WIT result into the typed result, checking every address it contains.
-pub fn from_wit(r: wit::CniResult) -> Result<CniResult, CniError> {
-    fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, CniError> {
-        s.parse().map_err(|_| {
-            CniError::new(
-                codes::BAD_GUEST_OUTPUT,
-                format!("plugin returned an invalid {what}: {s:?}"),
-                "",
-            )
-        })
-    }
-    let opt = |what: &str, s: &Option<String>| s.as_deref().map(|s| parse(what, s)).transpose();
-    let interfaces = r.interfaces.len() as u32;
-    Ok(CniResult {
-        interfaces: r
-            .interfaces
-            .into_iter()
-            .map(|i| cni_types::Interface {
-                name: i.name,
-                mac: i.mac,
-                mtu: i.mtu,
-                sandbox: i.sandbox,
-                socket_path: i.socket_path,
-                pci_id: i.pci_id,
-            })
-            .collect(),
-        ips: r
-            .ips
-            .iter()
-            .map(|ip| {
-                if ip.interface.is_some_and(|i| i >= interfaces) {
-                    return Err(CniError::new(
-                        codes::BAD_GUEST_OUTPUT,
-                        format!(
-                            "plugin returned ip {} for a nonexistent interface",
-                            ip.address
-                        ),
-                        "",
-                    ));
-                }
-                Ok(cni_types::IpConfig {
-                    address: parse("address", &ip.address)?,
-                    gateway: opt("gateway", &ip.gateway)?,
-                    interface: ip.interface,
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        routes: r
-            .routes
-            .iter()
-            .map(|rt| {
-                Ok(cni_types::Route {
-                    dst: parse("route destination", &rt.dst)?,
-                    gw: opt("route gateway", &rt.gw)?,
-                    mtu: rt.mtu,
-                    advmss: rt.advmss,
-                    priority: rt.priority,
-                    table: rt.table,
-                    scope: rt.scope,
-                })
-            })
-            .collect::<Result<_, CniError>>()?,
-        dns: cni_types::Dns {
-            nameservers: r.dns.nameservers,
-            domain: r.dns.domain,
-            search: r.dns.search,
-            options: r.dns.options,
-        },
+/// A guest's result: anything it cannot back with valid addresses is its fault (code 103).
+fn guest_result(r: wit::CniResult) -> Result<CniResult, CniError> {
+    from_wit(r, |what, s| {
+        CniError::new(
+            codes::BAD_GUEST_OUTPUT,
+            format!("plugin returned an invalid {what}: {s:?}"),
+            "",
+        )
     })
 }
