@@ -191,6 +191,24 @@ impl Drop for Net {
     }
 }
 
+/// The VLANs of bridge port `veth` in `net`'s host netns (`bridge -j vlan show`).
+fn port_vlans(net: &Net, veth: &str) -> Value {
+    let shown = run(&[
+        "ip",
+        "netns",
+        "exec",
+        &net.host.name,
+        "bridge",
+        "-j",
+        "vlan",
+        "show",
+        "dev",
+        veth,
+    ]);
+    let v: Value = serde_json::from_str(&shown).unwrap();
+    v[0]["vlans"].clone()
+}
+
 fn run(args: &[&str]) -> String {
     let out = Command::new(args[0])
         .args(&args[1..])
@@ -1069,26 +1087,10 @@ fn vlan_access_port_like_the_reference() {
     let pair = Pair::new();
     let (ours_net, ref_net) = (&pair.ours, &pair.reference);
     let (ours, reference) = pair.add_same(v1(extra));
-    let vlans = |net: &Net, veth: &str| -> Value {
-        let v: Value = serde_json::from_str(&run(&[
-            "ip",
-            "netns",
-            "exec",
-            &net.host.name,
-            "bridge",
-            "-j",
-            "vlan",
-            "show",
-            "dev",
-            veth,
-        ]))
-        .unwrap();
-        v[0]["vlans"].clone()
-    };
-    let ours_vlans = vlans(ours_net, ours["interfaces"][1]["name"].as_str().unwrap());
+    let ours_vlans = port_vlans(ours_net, ours["interfaces"][1]["name"].as_str().unwrap());
     assert_eq!(
         ours_vlans,
-        vlans(
+        port_vlans(
             ref_net,
             reference["interfaces"][1]["name"].as_str().unwrap()
         )
@@ -1148,20 +1150,8 @@ fn vlan_trunk_and_default_vlan() {
     );
     let r = net.ours("ADD", &c, &config).ok_json();
     let veth = r["interfaces"][1]["name"].as_str().unwrap();
-    let v: Value = serde_json::from_str(&run(&[
-        "ip",
-        "netns",
-        "exec",
-        &net.host.name,
-        "bridge",
-        "-j",
-        "vlan",
-        "show",
-        "dev",
-        veth,
-    ]))
-    .unwrap();
-    let vids: Vec<u64> = v[0]["vlans"]
+    let v = port_vlans(&net, veth);
+    let vids: Vec<u64> = v
         .as_array()
         .unwrap()
         .iter()
