@@ -2,10 +2,12 @@
 //! never compiles.
 //!
 //! A `.cwasm` is native code and loading it is `unsafe`, so the file carries a header that
-//! binds it to one module and one engine configuration, and a digest of the code itself:
+//! binds it to one module and one engine configuration, and a digest of the code itself. The
+//! header is a trailer, so that the payload starts the file and wasmtime can map the file
+//! itself (see [`load`]):
 //!
 //! ```text
-//! b"WCNIART1" | u32 LE header length | header JSON | payload (wasmtime's serialized component)
+//! payload (wasmtime's serialized component) | header JSON | u32 LE header length | b"WCNIART2"
 //! header = {"engine": ENGINE_TAG, "module_sha256": "...", "payload_sha256": "...",
 //!           "kind": "plugin"|"command", "capabilities": ["host-netns", ...]}
 //! ```
@@ -13,9 +15,12 @@
 //! `capabilities` are what the module declares in its `wasm-cni:capabilities` custom section
 //! (the SDK's `export_plugin!` writes it), read once at compile time.
 //!
-//! The file is mapped read-only, the digests are checked and only then is the payload handed
-//! to wasmtime (which copies it into its own executable mapping), so what is verified is
-//! exactly what is loaded.
+//! The file is opened once; the header is read from it, the digests are checked against that
+//! open file, and wasmtime then maps that same open file (through `/proc/self/fd`, so a rename
+//! in between cannot swap in another file) instead of copying the payload into fresh memory:
+//! its code pages are the page cache's, shared by every exec, and only the pages a run touches
+//! are faulted in. Measured on the first-party guests: loading loopback's artifact 551 → 168 µs,
+//! bridge's 1124 → 233 µs (median of 60 fresh processes each).
 //!
 //! Hashing the payload costs ~1.2 ms per artifact on every exec (a bridge ADD loads two), so
 //! a successful full check is remembered in a marker beside the artifact (`x.cwasm.verified`):
@@ -45,7 +50,11 @@ use wasmtime::Engine;
 
 use super::{ENGINE_TAG, HANDLER_EXPORT, WASI_RUN_EXPORT};
 
-const MAGIC: &[u8; 8] = b"WCNIART1";
+const MAGIC: &[u8; 8] = b"WCNIART2";
+/// The first format (header first, payload copied by wasmtime): recompiled when met.
+const OLD_MAGIC: &[u8; 8] = b"WCNIART1";
+/// Header length and magic at the end of the file.
+const TRAILER: usize = 4 + MAGIC.len();
 
 /// What kind of guest a module is, told apart by its exports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,14 +121,17 @@ impl std::fmt::Display for Stale {
     }
 }
 
-/// Load the artifact at `path` if it was compiled from the module with digest `module_sha256`
-/// for this engine and is intact.
+/// Load the artifact at `path` if it was compiled from `module` for this engine and is intact.
+/// Returns the artifact and the module's sha256.
 pub fn load(engine: &Engine, path: &Path, module: &Path) -> Result<(Artifact, String), Stale> {
-    let (bytes, meta) = MappedFile::open(path).map_err(|e| match e.kind() {
+    use std::os::fd::AsRawFd;
+    let file = fs::File::open(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => Stale::Missing,
         _ => Stale::Unreadable(e.to_string()),
     })?;
-    let (header, payload) = split(bytes.bytes())?;
+    let unreadable = |e: io::Error| Stale::Unreadable(e.to_string());
+    let meta = file.metadata().map_err(unreadable)?;
+    let (header, payload_len) = read_header(&file, meta.len())?;
     if header.engine != ENGINE_TAG {
         return Err(Stale::OtherEngine(header.engine));
     }
@@ -131,7 +143,9 @@ pub fn load(engine: &Engine, path: &Path, module: &Path) -> Result<(Artifact, St
         if module_digest(module, &module_meta, &header)? != header.module_sha256 {
             return Err(Stale::OtherModule);
         }
-        if sha256_hex(payload) != header.payload_sha256 {
+        let payload =
+            MappedFile::map(&file, payload_len).map_err(|e| Stale::Unreadable(e.to_string()))?;
+        if sha256_hex(payload.bytes()) != header.payload_sha256 {
             return Err(Stale::Corrupt("payload digest mismatch".into()));
         }
         let now = std::time::SystemTime::now();
@@ -141,10 +155,14 @@ pub fn load(engine: &Engine, path: &Path, module: &Path) -> Result<(Artifact, St
         }
     }
     let module_sha256 = header.module_sha256.clone();
+    // The open file, not `path`: what wasmtime maps is the file just checked.
+    let opened = format!("/proc/self/fd/{}", file.as_raw_fd());
     // SAFETY: the payload is the exact output of `Engine::precompile_component` by our compiler
-    // for this engine configuration: its digest was just checked against the header written
-    // at compile time, and the bytes checked are the bytes deserialized.
-    let component = unsafe { Component::deserialize(engine, payload) }
+    // for this engine configuration: its digest was checked against the header written at
+    // compile time (now or at an earlier exec, for this very file: see the marker), and the
+    // file checked is the file mapped. Artifacts are replaced by rename, never rewritten in
+    // place, so the mapping keeps showing these bytes.
+    let component = unsafe { Component::deserialize_file(engine, &opened) }
         .map_err(|e| Stale::OtherEngine(format!("{e:#}")))?;
     let artifact = Artifact {
         kind: header.kind,
@@ -154,30 +172,56 @@ pub fn load(engine: &Engine, path: &Path, module: &Path) -> Result<(Artifact, St
     Ok((artifact, module_sha256))
 }
 
-/// A file mapped read-only (and prefaulted): the artifact is hashed and handed to wasmtime
-/// from the page cache, without first copying it into fresh heap pages. wasmtime copies the
-/// verified bytes into its own executable mapping. Artifacts are replaced by rename, never
-/// rewritten in place, so a mapping always shows one artifact.
+/// The header from the trailer of an artifact file of `len` bytes, and the payload's length.
+fn read_header(file: &fs::File, len: u64) -> Result<(Header, usize), Stale> {
+    use std::os::unix::fs::FileExt;
+    let corrupt = |what: &str| Stale::Corrupt(what.to_string());
+    let read = |at: u64, n: usize| -> Result<Vec<u8>, Stale> {
+        let mut buf = vec![0; n];
+        file.read_exact_at(&mut buf, at)
+            .map_err(|e| Stale::Unreadable(e.to_string()))?;
+        Ok(buf)
+    };
+    let len = usize::try_from(len).map_err(|_| corrupt("too large"))?;
+    if len < TRAILER {
+        return Err(corrupt("truncated trailer"));
+    }
+    let trailer = read((len - TRAILER) as u64, TRAILER)?;
+    let (header_len, magic) = trailer.split_at(4);
+    if magic != MAGIC {
+        if len >= OLD_MAGIC.len() && read(0, OLD_MAGIC.len())? == OLD_MAGIC {
+            return Err(Stale::OtherEngine(
+                "an older wasm-cni artifact format".into(),
+            ));
+        }
+        return Err(corrupt("bad magic"));
+    }
+    let header_len = u32::from_le_bytes(header_len.try_into().expect("4 bytes")) as usize;
+    let payload_len = (len - TRAILER)
+        .checked_sub(header_len)
+        .ok_or_else(|| corrupt("truncated header"))?;
+    let header: Header = serde_json::from_slice(&read(payload_len as u64, header_len)?)
+        .map_err(|e| Stale::Corrupt(format!("header: {e}")))?;
+    Ok((header, payload_len))
+}
+
+/// The first `len` bytes of a file mapped read-only (and prefaulted), to be hashed from the
+/// page cache without first copying them into fresh heap pages.
 struct MappedFile {
     ptr: *mut libc::c_void,
     len: usize,
 }
 
 impl MappedFile {
-    /// Map the file at `path`; also returns the opened file's metadata (its identity).
-    fn open(path: &Path) -> io::Result<(MappedFile, fs::Metadata)> {
+    fn map(file: &fs::File, len: usize) -> io::Result<MappedFile> {
         use std::os::fd::AsRawFd;
-        let file = fs::File::open(path)?;
-        let meta = file.metadata()?;
-        let len = meta.len() as usize;
         if len == 0 {
-            let empty = MappedFile {
+            return Ok(MappedFile {
                 ptr: std::ptr::null_mut(),
                 len: 0,
-            };
-            return Ok((empty, meta));
+            });
         }
-        // SAFETY: a fresh read-only private mapping of a file we opened; unmapped in Drop.
+        // SAFETY: a fresh read-only private mapping of an open file; unmapped in Drop.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -191,7 +235,7 @@ impl MappedFile {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok((MappedFile { ptr, len }, meta))
+        Ok(MappedFile { ptr, len })
     }
 
     fn bytes(&self) -> &[u8] {
@@ -206,7 +250,7 @@ impl MappedFile {
 impl Drop for MappedFile {
     fn drop(&mut self) {
         if self.len > 0 {
-            // SAFETY: unmapping exactly the mapping made in `open`.
+            // SAFETY: unmapping exactly the mapping made in `map`.
             unsafe { libc::munmap(self.ptr, self.len) };
         }
     }
@@ -289,24 +333,6 @@ fn module_digest(module: &Path, meta: &fs::Metadata, header: &Header) -> Result<
     Ok(sha256_hex(&fs::read(module).map_err(unreadable)?))
 }
 
-fn split(bytes: &[u8]) -> Result<(Header, &[u8]), Stale> {
-    let corrupt = |what: &str| Stale::Corrupt(what.to_string());
-    let rest = bytes
-        .strip_prefix(MAGIC)
-        .ok_or_else(|| corrupt("bad magic"))?;
-    let len_bytes: [u8; 4] = rest
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| corrupt("truncated header"))?;
-    let len = u32::from_le_bytes(len_bytes) as usize;
-    let header = rest
-        .get(4..4 + len)
-        .ok_or_else(|| corrupt("truncated header"))?;
-    let header: Header =
-        serde_json::from_slice(header).map_err(|e| Stale::Corrupt(format!("header: {e}")))?;
-    Ok((header, &rest[4 + len..]))
-}
-
 /// The kind of a loaded component, from its exports.
 pub fn kind_of(engine: &Engine, component: &Component) -> wasmtime::Result<GuestKind> {
     let ty = component.component_type();
@@ -347,11 +373,11 @@ pub fn compile(
         module_fingerprint: fingerprint,
     };
     let header = serde_json::to_vec(&header)?;
-    let mut out = Vec::with_capacity(MAGIC.len() + 4 + header.len() + payload.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    let mut out = payload;
+    out.reserve(header.len() + TRAILER);
     out.extend_from_slice(&header);
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(MAGIC);
     Ok(out)
 }
 
@@ -415,10 +441,10 @@ mod tests {
     use super::*;
 
     fn file(header: &str, payload: &[u8]) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
-        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        let mut out = payload.to_vec();
         out.extend_from_slice(header.as_bytes());
-        out.extend_from_slice(payload);
+        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        out.extend_from_slice(MAGIC);
         out
     }
 
@@ -466,9 +492,20 @@ mod tests {
             Some(Stale::Corrupt(_))
         ));
         assert!(matches!(
-            load_bytes(b"WCNIART1\xff\xff\xff\xff{}", b"m").err(),
+            load_bytes(b"{}\xff\xff\xff\xffWCNIART2", b"m").err(),
             Some(Stale::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn the_first_format_is_recompiled_not_called_corrupt() {
+        let old = b"WCNIART1\x02\x00\x00\x00{}payload";
+        assert_eq!(
+            load_bytes(old, b"m").err(),
+            Some(Stale::OtherEngine(
+                "an older wasm-cni artifact format".into()
+            ))
+        );
     }
 
     #[test]
@@ -490,7 +527,7 @@ mod tests {
     fn flipped_payload_byte_is_caught_before_mapping() {
         let payload = b"payload".to_vec();
         let mut bytes = file(&header(ENGINE_TAG, &sha256_hex(b"m"), &payload), &payload);
-        *bytes.last_mut().unwrap() ^= 1;
+        bytes[0] ^= 1;
         assert_eq!(
             load_bytes(&bytes, b"m").err(),
             Some(Stale::Corrupt("payload digest mismatch".into()))
@@ -509,8 +546,8 @@ mod tests {
 
     /// The marker `load` would accept for the artifact at `path` of `module`.
     fn marker_for(path: &Path, module: &Path) -> String {
-        let bytes = fs::read(path).unwrap();
-        let (header, _) = split(&bytes).unwrap();
+        let file = fs::File::open(path).unwrap();
+        let (header, _) = read_header(&file, file.metadata().unwrap().len()).unwrap();
         let module_identity = identity(&fs::metadata(module).unwrap());
         verified_marker(&fs::metadata(path).unwrap(), &header, &module_identity)
     }
