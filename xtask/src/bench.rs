@@ -377,15 +377,12 @@ impl Side<'_> {
     }
 }
 
-/// The native floor binary (`bench/native-floor`), built in release like the host.
+/// The native floor binary (`bench/native-floor`), built and linked like the host.
 const FLOOR_BIN: &str = "wasm-cni-floor";
 
 fn build_floor(root: &Path) -> Result<std::path::PathBuf> {
-    run(crate::cargo().args(["build", "--release", "-p", "wasm-cni-native-floor"]))?;
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
-    Ok(target.join("release").join(FLOOR_BIN))
+    run(&mut crate::host_build(&["-p", "wasm-cni-native-floor"])?)?;
+    Ok(crate::host_bin_dir(root)?.join(FLOOR_BIN))
 }
 
 fn with_prev(conf: &Value, prev: &str) -> Result<Value> {
