@@ -246,6 +246,26 @@ fn an_infinite_loop_is_stopped_at_the_timeout() {
     s.next_invocation_works(Some(&policy));
 }
 
+/// Each run has its own deadline, also when one runs inside another (a plugin delegating to a
+/// wasm IPAM plugin in-process): here the delegating run's 600 ms pass while the nested run,
+/// started 400 ms in, is still busy. The nested run goes on to its end (its deadline is at
+/// ~1000 ms) and only the delegating run is stopped, when it resumes. (With one watchdog per
+/// run bumping the shared epoch, the outer deadline used to stop the inner run too.)
+#[test]
+fn a_nested_run_keeps_its_own_deadline_when_the_outer_one_passes() {
+    let s = Setup::new();
+    let policy = PolicyFile::new("[plugins.hostile]\ntimeout-ms = 600\n");
+    let out = s.run("outlive-outer", Some(&policy));
+    let (code, msg) = out.err();
+    assert_eq!(code, 102, "{msg}");
+    assert!(msg.contains("exceeded its time limit of 600 ms"), "{msg}");
+    assert!(
+        out.stderr.contains("inner run finished its 400 ms"),
+        "the nested run was stopped by the outer deadline: {out:?}"
+    );
+    s.next_invocation_works(Some(&policy));
+}
+
 #[test]
 fn a_cpu_loop_is_stopped_by_its_fuel_budget_before_the_timeout() {
     let s = Setup::new();

@@ -144,9 +144,8 @@ fn run(
         },
     );
     store.limiter(|s| &mut s.limiter);
-    store.set_epoch_deadline(1);
     guest::set_fuel(&mut store, limits)?;
-    let _watchdog = Watchdog::arm(engine, limits.timeout);
+    let _watchdog = Watchdog::arm(&mut store, limits.timeout)?;
     let command = WasiCommand::instantiate(&mut store, component, &linker)?;
     match command.wasi_cli_run().call_run(&mut store) {
         Ok(Ok(())) => Ok(0),

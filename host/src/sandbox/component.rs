@@ -179,9 +179,8 @@ fn call(
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    store.set_epoch_deadline(1);
     guest::set_fuel(&mut store, limits)?;
-    let _watchdog = Watchdog::arm(engine, limits.timeout);
+    let _watchdog = Watchdog::arm(&mut store, limits.timeout)?;
     let instance = instantiate(&mut store, component)?;
     crate::log::trace::mark("instantiate");
     let handler = instance.wasm_cni_plugin_handler();

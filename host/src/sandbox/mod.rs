@@ -41,7 +41,7 @@ pub const ENGINE_TAG: &str = "wasm-cni/3 wasmtime-48 epoch fuel stack=512KiB no-
 pub fn config() -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
-    // Timeouts: a watchdog bumps the epoch at the deadline.
+    // Timeouts: a process timer bumps the epoch at a deadline (guest::Watchdog).
     config.epoch_interruption(true);
     // Instruction budgets (policy `fuel`): the accounting is compiled into the code, so it is
     // always on; a store without a budget gets u64::MAX (see guest::set_fuel).
@@ -73,6 +73,15 @@ pub fn retire<T>(v: T) {
     }
 }
 
+/// The process's one engine (its epoch is what the guests' time limit bumps, see
+/// `guest::Watchdog`).
+static ENGINE: std::sync::OnceLock<Engine> = std::sync::OnceLock::new();
+
+/// The process's engine, made on first use.
 pub fn engine() -> wasmtime::Result<Engine> {
-    Engine::new(&config())
+    if let Some(engine) = ENGINE.get() {
+        return Ok(engine.clone());
+    }
+    let engine = Engine::new(&config())?;
+    Ok(ENGINE.get_or_init(|| engine).clone())
 }

@@ -23,6 +23,14 @@ fn recurse(depth: u64) -> u64 {
     std::hint::black_box(below ^ pad[(depth % 64) as usize])
 }
 
+/// Busy for `ms` of wall-clock time (reading the clock keeps it from being optimized out).
+fn spin(ms: u64) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_millis(ms) {
+        std::hint::black_box(0u64);
+    }
+}
+
 fn misbehave(ctx: &Context, netns: &Netns) -> Result<CniResult, CniError> {
     let conf: Conf = ctx.config()?;
     match conf.mode.as_str() {
@@ -48,6 +56,20 @@ fn misbehave(ctx: &Context, netns: &Netns) -> Result<CniResult, CniError> {
             let conf = r#"{"cniVersion":"1.0.0","name":"testnet","type":"hostile",
                 "ipam":{"type":"static","addresses":[{"address":"10.1.2.3/24"}]}}"#;
             wasm_cni_sdk::ipam::add("static", conf)
+        }
+        // Spins 400 ms, then delegates to itself as IPAM in `outlive-inner` mode (for the
+        // time limits of nested runs: see tests/tests/sandbox.rs).
+        "outlive-outer" => {
+            spin(400);
+            let inner = r#"{"cniVersion":"1.0.0","name":"testnet","type":"hostile",
+                "mode":"outlive-inner"}"#;
+            wasm_cni_sdk::ipam::add("hostile", inner)
+        }
+        // Spins 400 ms, then says so in the log and succeeds.
+        "outlive-inner" => {
+            spin(400);
+            wasm_cni_sdk::log::warn("inner run finished its 400 ms");
+            Ok(CniResult::default())
         }
         "recurse" => Err(CniError::new(
             codes::INTERNAL,
