@@ -446,6 +446,36 @@ fn existing_ifname_in_the_container_fails_before_anything_moves() {
     );
 }
 
+/// The device moves in one request that also names it: when the container already has a link
+/// called like the device's host name, the kernel gives it `ifname` on the way in instead of
+/// refusing the move. The reference (1.1.1) moves it under its host name first, so its ADD
+/// fails on that clash.
+#[test]
+fn a_container_link_named_like_the_host_device_does_not_block_the_move() {
+    let clash = |pod: &Pod| {
+        pod.cont
+            .ip(&["link", "add", "hd0", "type", "veth", "peer", "name", "hd0q"]);
+        link_state(&pod.cont, "hd0").unwrap()
+    };
+    let pod = Pod::new();
+    let before = clash(&pod);
+    pod.ours("ADD", &device("1.0.0")).ok_json();
+    pod.assert_moved_in();
+    assert_eq!(link_state(&pod.cont, "hd0").as_ref(), Some(&before));
+    let del = pod.ours("DEL", &device("1.0.0"));
+    assert_eq!((del.status, del.stdout.as_str()), (0, ""), "{del:?}");
+    assert_eq!(pod.host_device().mac, MAC);
+    assert_eq!(link_state(&pod.cont, "hd0").as_ref(), Some(&before));
+
+    let reference = Pod::new();
+    clash(&reference);
+    reference.reference("ADD", &device("1.0.0")).err();
+    assert!(
+        link_state(&reference.host, "hd0").is_some(),
+        "the reference's move fails on the clash (documented, not copied)"
+    );
+}
+
 /// An IPAM failure after the move puts the device back in the host as it was (name, up
 /// state, no alias); the reference leaves it in the container.
 #[test]

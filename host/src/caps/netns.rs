@@ -54,7 +54,7 @@ impl Netns {
         check_is_netns(&file, path).map_err(OpenError::Other)?;
         let enter_failed = |e| OpenError::Other(format!("failed to enter netns {:?}: {e}", path));
         let fd = file.try_clone().map_err(enter_failed)?;
-        let worker = Worker::spawn(Enter::Fd(fd.into())).map_err(enter_failed)?;
+        let worker = Worker::spawn(fd.into()).map_err(enter_failed)?;
         let connecting = begin_connect(&worker, rt);
         Ok(Opening {
             path: path.to_path_buf(),
@@ -80,20 +80,6 @@ impl Netns {
             file,
             handle,
             worker: None,
-        })
-    }
-
-    /// A fresh, empty namespace that lives as long as this handle (for moving a link while
-    /// renaming it, so its name can clash with nothing on the way).
-    pub fn temporary(rt: &Runtime) -> io::Result<Netns> {
-        let worker = Worker::spawn(Enter::New)?;
-        let file = worker.run(|| File::open("/proc/thread-self/ns/net"))?;
-        let handle = finish_connect(begin_connect(&worker, rt), rt)?;
-        Ok(Netns {
-            path: PathBuf::from("(temporary netns)"),
-            file,
-            handle,
-            worker: Some(worker),
         })
     }
 
@@ -172,14 +158,6 @@ fn check_is_netns(file: &File, path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Which namespace a worker enters.
-enum Enter {
-    /// An existing one (the worker's own descriptor of it).
-    Fd(std::os::fd::OwnedFd),
-    /// A new, empty one.
-    New,
-}
-
 /// A job for a worker; it gets the error when the worker could not enter its namespace.
 type Job = Box<dyn FnOnce(Option<&io::Error>) + Send>;
 
@@ -193,18 +171,15 @@ struct Worker {
 impl Worker {
     /// Start the thread; it enters the namespace while the caller goes on. A job submitted
     /// to a worker that failed to enter fails with that error.
-    fn spawn(enter: Enter) -> io::Result<Worker> {
+    fn spawn(netns: std::os::fd::OwnedFd) -> io::Result<Worker> {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("wasm-cni-netns".into())
             .stack_size(256 << 10)
             .spawn(move || {
-                // SAFETY: setns/unshare on this dedicated thread only; nothing but this
-                // worker's jobs ever runs on it. The thread owns the fd it enters.
-                let entered = match enter {
-                    Enter::Fd(fd) => unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) },
-                    Enter::New => unsafe { libc::unshare(libc::CLONE_NEWNET) },
-                };
+                // SAFETY: setns on this dedicated thread only; nothing but this worker's jobs
+                // ever runs on it. The thread owns the fd it enters.
+                let entered = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
                 let failed = (entered != 0).then(io::Error::last_os_error);
                 while let Ok(job) = queue.recv() {
                     job(failed.as_ref());

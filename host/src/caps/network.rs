@@ -128,7 +128,15 @@ fn parse_ip(what: &str, s: &str) -> NetResult<IpAddr> {
 
 fn valid_name(name: &str) -> NetResult<()> {
     cni_types::validate::validate_interface_name(name)
-        .map_err(|e| invalid(format!("link name {name:?}: {}", e.msg)))
+        .map_err(|e| invalid(format!("link name {name:?}: {}", e.msg)))?;
+    if name.contains('%') {
+        // The kernel reads "eth%d" as a pattern and picks a name: the link would not be
+        // called what the guest asked for.
+        return Err(invalid(format!(
+            "link name {name:?}: '%' makes the kernel pick the name"
+        )));
+    }
+    Ok(())
 }
 
 /// The address of an RTM_NEWADDR message in CIDR form (IFA_LOCAL for IPv4, IFA_ADDRESS else).
@@ -326,11 +334,15 @@ impl Caps {
         self.guard_name(&ns, &name, op)
     }
 
-    /// Move link `index` named `current` from `from` into `target` as `name`, through a fresh
-    /// temporary namespace, as the reference host-device does: the rename happens where no
-    /// name can clash, and the kernel renames atomically with a move only on a clash. If the
-    /// last step fails the link goes back where it was, under its name. Returns its new index.
-    fn move_via_temporary(
+    /// Move link `index` named `current` from `from` into `target` as `name`, in one request:
+    /// RTM_SETLINK with the target's fd and the new name. The kernel moves the link and, when
+    /// `current` is taken in `target`, gives it `name` on the way in (on a clash with that too
+    /// nothing moves); otherwise it moves it under `current` and renames it inside `target`.
+    /// Only that rename can fail after the link moved (`name` taken since the caller found it
+    /// free): the link then goes back where it was, under its name. One namespace move per
+    /// ADD or DEL, where moving through a temporary netns (the newer reference's way) costs
+    /// two moves and making and tearing down a namespace. Returns the link's new index.
+    fn move_link(
         &self,
         from: &Netns,
         index: u32,
@@ -339,50 +351,34 @@ impl Caps {
         name: &str,
     ) -> NetResult<u32> {
         use std::os::fd::AsRawFd;
-        let tmp = Netns::temporary(&self.rt)
-            .map_err(|e| error(ErrorKind::Other, format!("creating a temporary netns: {e}")))?;
         let set = |ns: &Netns, msg: LinkMessage, what: &str| {
             self.block_on(ns.handle().link().change(msg).execute())
                 .map_err(|e| nl_error(what, e))
         };
-        let lookup = |ns: &Netns, n: &str| -> NetResult<u32> {
-            self.get_link(ns, None, Some(n))?
-                .map(|m| m.header.index)
-                .ok_or_else(|| error(ErrorKind::Other, format!("link {n} lost during the move")))
+        let find = |ns: &Netns, n: &str| -> NetResult<Option<u32>> {
+            Ok(self.get_link(ns, None, Some(n))?.map(|m| m.header.index))
         };
-        let into_tmp = LinkUnspec::new_with_index(index)
-            .setns_by_fd(tmp.file().as_raw_fd())
-            .build();
-        set(from, into_tmp, &format!("move {current}"))?;
-        let in_tmp = lookup(&tmp, current)?;
+        let mut msg = LinkUnspec::new_with_index(index).setns_by_fd(target.file().as_raw_fd());
         if name != current {
-            let rename = LinkUnspec::new_with_index(in_tmp)
-                .name(name.to_string())
-                .build();
-            if let Err(e) = set(&tmp, rename, &format!("rename {current} to {name}")) {
-                let back = LinkUnspec::new_with_index(in_tmp)
+            msg = msg.name(name.to_string());
+        }
+        if let Err(e) = set(from, msg.build(), &format!("move {current} as {name}")) {
+            let left = self.get_link(from, Some(index), None)?.is_none();
+            if let Some(stray) = find(target, current)?.filter(|_| left && name != current) {
+                // Moved, not renamed: back under its own name.
+                let back = LinkUnspec::new_with_index(stray)
                     .setns_by_fd(from.file().as_raw_fd())
                     .build();
-                let _ = set(&tmp, back, "move back");
-                return Err(e);
+                let _ = set(target, back, "move back");
             }
-        }
-        let into_target = LinkUnspec::new_with_index(in_tmp)
-            .setns_by_fd(target.file().as_raw_fd())
-            .build();
-        if let Err(e) = set(&tmp, into_target, &format!("move {name}")) {
-            // Rename back where nothing can clash, then return it.
-            let rename = LinkUnspec::new_with_index(in_tmp)
-                .name(current.to_string())
-                .build();
-            let _ = set(&tmp, rename, "rename back");
-            let back = LinkUnspec::new_with_index(in_tmp)
-                .setns_by_fd(from.file().as_raw_fd())
-                .build();
-            let _ = set(&tmp, back, "move back");
             return Err(e);
         }
-        lookup(target, name)
+        find(target, name)?.ok_or_else(|| {
+            error(
+                ErrorKind::Other,
+                format!("link {name} lost during the move"),
+            )
+        })
     }
 
     /// Add or delete a route through a link, checked and audited.
@@ -847,7 +843,7 @@ impl network::HostLink for Caps {
             ));
         }
         let what = format!("{current} -> {}:{name}", target.path().display());
-        let moved = self.move_via_temporary(&from, index, &current, &target, &name);
+        let moved = self.move_link(&from, index, &current, &target, &name);
         let moved = self.audited("link-move", &what, moved);
         let new_index = moved?;
         let res = self
@@ -967,6 +963,15 @@ mod tests {
             "/net/ipv4/x",
         ] {
             assert!(sysctl_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn link_names_are_names_not_kernel_patterns() {
+        assert!(valid_name("eth0").is_ok());
+        assert!(valid_name("net1.100").is_ok());
+        for bad in ["", "eth%d", "a/b", "a:b", "a b", "0123456789abcdefg"] {
+            assert!(valid_name(bad).is_err(), "{bad:?}");
         }
     }
 
