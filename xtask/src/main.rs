@@ -190,6 +190,10 @@ fn host_triple() -> Result<String> {
 fn host_build(args: &[&str]) -> Result<Command> {
     let mut rustflags = env::var("RUSTFLAGS").unwrap_or_default();
     rustflags.push_str(" -C target-feature=+crt-static");
+    // getrandom finds glibc's getrandom() with dlsym, which a static binary cannot do: it then
+    // falls back to polling /dev/random and reading /dev/urandom (4 syscalls per process,
+    // for WASI's random seeds). Static glibc has getrandom(): call it directly.
+    rustflags.push_str(r#" --cfg getrandom_backend="linux_getrandom""#);
     let mut cmd = cargo();
     cmd.args(["build", "--release", "--target", &host_triple()?])
         .args(args)
