@@ -16,6 +16,7 @@ pub mod caps;
 pub mod cli;
 pub mod cni;
 pub mod log;
+pub mod parallel;
 pub mod plugin;
 pub mod policy;
 pub mod sandbox;

@@ -228,18 +228,26 @@ pub fn run_request(
             out.map(Answer::Text).unwrap_or(Answer::Nothing)
         }
         GuestKind::Plugin => {
-            let (rt, netns) = match (nested, early) {
-                (Some((rt, _, netns)), _) => (rt, netns),
-                (None, Some((rt, opening))) => {
-                    let netns = finish_netns(&req, opening, &rt)?;
-                    (rt, netns)
-                }
+            let (rt, opening) = match (nested, early) {
+                (Some((rt, _, netns)), _) => (rt, Ok(netns)),
+                (None, Some((rt, opening))) => (rt.clone(), Err(opening)),
                 (None, None) => unreachable!("a run is either nested or starts its own runtime"),
             };
-            trace::mark("netns");
-            let _running = Running::set(rt.clone(), req.netns.clone(), netns.clone());
+            // Called once the guest is instantiated: the worker entering the container netns
+            // had the artifact load and the instantiation to get there.
+            let running = std::cell::RefCell::new(None);
+            let netns = || {
+                let netns = match opening {
+                    Ok(netns) => netns,
+                    Err(opening) => finish_netns(&req, opening, &rt)?,
+                };
+                trace::mark("netns");
+                *running.borrow_mut() =
+                    Some(Running::set(rt.clone(), req.netns.clone(), netns.clone()));
+                Ok(netns)
+            };
             let caps = Caps::new(
-                rt,
+                rt.clone(),
                 engine.clone(),
                 req.clone(),
                 policy.cloned(),
@@ -363,9 +371,10 @@ fn prefetch_ipam(engine: &Engine, req: &Request) {
     };
     let module = Plugin::from_argv0(&link.to_string_lossy(), None).module;
     let (engine, path) = (engine.clone(), module.clone());
-    let loading = std::thread::Builder::new()
-        .name("wasm-cni-prefetch".into())
-        .spawn(move || artifact::load(&engine, &artifact::artifact_path(&path), &path));
+    let builder = std::thread::Builder::new().name("wasm-cni-prefetch".into());
+    let loading = crate::parallel::spawn(builder, move || {
+        artifact::load(&engine, &artifact::artifact_path(&path), &path)
+    });
     if let Ok(loading) = loading {
         PREFETCHED.with(|p| p.borrow_mut().push((module, loading)));
     }

@@ -173,18 +173,19 @@ impl Worker {
     /// to a worker that failed to enter fails with that error.
     fn spawn(netns: std::os::fd::OwnedFd) -> io::Result<Worker> {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let builder = std::thread::Builder::new()
             .name("wasm-cni-netns".into())
-            .stack_size(256 << 10)
-            .spawn(move || {
-                // SAFETY: setns on this dedicated thread only; nothing but this worker's jobs
-                // ever runs on it. The thread owns the fd it enters.
-                let entered = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
-                let failed = (entered != 0).then(io::Error::last_os_error);
-                while let Ok(job) = queue.recv() {
-                    job(failed.as_ref());
-                }
-            })?;
+            .stack_size(256 << 10);
+        // Started on another CPU: it enters the netns while the caller loads the artifact.
+        crate::parallel::spawn(builder, move || {
+            // SAFETY: setns on this dedicated thread only; nothing but this worker's jobs
+            // ever runs on it. The thread owns the fd it enters.
+            let entered = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+            let failed = (entered != 0).then(io::Error::last_os_error);
+            while let Ok(job) = queue.recv() {
+                job(failed.as_ref());
+            }
+        })?;
         Ok(Worker { jobs })
     }
 

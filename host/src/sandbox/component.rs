@@ -105,13 +105,14 @@ fn instantiate(store: &mut Store<State>, component: &Component) -> wasmtime::Res
     Plugin::instantiate(store, component, &linked.linker)
 }
 
-/// Run one verb of a plugin component. `netns` is the container's namespace (none for DEL
-/// when it is gone, and for STATUS and GC). Returns the result for ADD.
+/// Run one verb of a plugin component. `netns` gives the container's namespace (none for DEL
+/// when it is gone, and for STATUS and GC); it is asked once the guest is instantiated, so a
+/// namespace still being entered has until then. Returns the result for ADD.
 pub fn run_component(
     engine: &Engine,
     component: &Component,
     req: &Request,
-    netns: Option<Arc<Netns>>,
+    netns: impl FnOnce() -> Result<Option<Arc<Netns>>, CniError>,
     caps: Caps,
     limits: &Limits,
     logger: &Logger,
@@ -164,7 +165,7 @@ fn call(
     engine: &Engine,
     component: &Component,
     req: &Request,
-    netns: Option<Arc<Netns>>,
+    netns: impl FnOnce() -> Result<Option<Arc<Netns>>, CniError>,
     caps: Caps,
     limits: &Limits,
     limiter: Limiter,
@@ -185,7 +186,7 @@ fn call(
     crate::log::trace::mark("instantiate");
     let handler = instance.wasm_cni_plugin_handler();
     let inv = invocation(req)?;
-    let ns = match netns {
+    let ns = match netns()? {
         Some(ns) => Some(store.data_mut().caps.grant_netns(ns)?),
         None => None,
     };
