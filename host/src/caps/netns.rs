@@ -32,6 +32,8 @@ pub enum OpenError {
 pub struct Netns {
     path: PathBuf,
     file: File,
+    /// (device, inode) of `file`, read once: an open namespace file never changes identity.
+    id: Option<(u64, u64)>,
     handle: rtnetlink::Handle,
     /// The thread inside the namespace; `None` for the host's own namespace.
     worker: Option<Worker>,
@@ -77,6 +79,7 @@ impl Netns {
         };
         Ok(Netns {
             path: path.to_path_buf(),
+            id: file_id(&file),
             file,
             handle,
             worker: None,
@@ -110,9 +113,13 @@ impl Netns {
 
     /// (device, inode) of the namespace: equal ids mean the same namespace.
     pub fn id(&self) -> io::Result<(u64, u64)> {
-        let m = self.file.metadata()?;
-        Ok((m.dev(), m.ino()))
+        self.id
+            .ok_or_else(|| io::Error::other("the netns file could not be stat'ed"))
     }
+}
+
+fn file_id(file: &File) -> Option<(u64, u64)> {
+    file.metadata().ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// A namespace being opened (see [`Netns::begin_open`]).
@@ -130,6 +137,7 @@ impl Opening {
             .map_err(|e| OpenError::Other(format!("failed to enter netns {:?}: {e}", self.path)))?;
         Ok(Netns {
             path: self.path,
+            id: file_id(&self.file),
             file: self.file,
             handle,
             worker: Some(self.worker),
