@@ -31,10 +31,13 @@ where
     let elsewhere = (known && here >= 0)
         .then(|| {
             let here = here as usize;
+            if here >= libc::CPU_SETSIZE as usize {
+                return None;
+            }
             // SAFETY: CPU_* only read and write within the set; `here` < CPU_SETSIZE.
             unsafe {
                 let others = libc::CPU_COUNT(&allowed) - i32::from(libc::CPU_ISSET(here, &allowed));
-                (here < libc::CPU_SETSIZE as usize && others > 0).then(|| {
+                (others > 0).then(|| {
                     let mut set = allowed;
                     libc::CPU_CLR(here, &mut set);
                     set
@@ -48,6 +51,15 @@ where
     let narrowed = Arc::new(AtomicBool::new(false));
     let seen = narrowed.clone();
     let handle = builder.spawn(move || {
+        // The guests' time limit is a process timer's SIGALRM (sandbox::guest::Watchdog): it is
+        // for the thread running the guest, not for helpers' blocking calls to be cut short.
+        // SAFETY: blocks one signal for this thread only; the sets are initialized here.
+        unsafe {
+            let mut alarm: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut alarm);
+            libc::sigaddset(&mut alarm, libc::SIGALRM);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &alarm, std::ptr::null_mut());
+        }
         if let Some(all) = restore {
             while !seen.load(Ordering::Acquire) {
                 std::thread::yield_now();

@@ -280,6 +280,9 @@ impl Policy {
             if entry.fuel == Some(0) {
                 return Err(format!("[{name}]: fuel must be at least 1"));
             }
+            if entry.timeout_ms == Some(0) {
+                return Err(format!("[{name}]: timeout-ms must be at least 1"));
+            }
             if let Some(sha) = &entry.sha256 {
                 if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
                     return Err(format!("[{name}]: sha256 must be 64 hex digits"));
@@ -521,6 +524,7 @@ mod tests {
             "[defaults]\nfiles = [\"/etc/../etc/shadow\"]",
             "[plugins.x]\nfuel = 0",
             "[plugins.x]\nfuel = -1",
+            "[plugins.x]\ntimeout-ms = 0",
         ] {
             assert!(Policy::parse(bad).is_err(), "{bad}");
         }

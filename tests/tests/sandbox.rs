@@ -247,20 +247,21 @@ fn an_infinite_loop_is_stopped_at_the_timeout() {
 }
 
 /// Each run has its own deadline, also when one runs inside another (a plugin delegating to a
-/// wasm IPAM plugin in-process): here the delegating run's 600 ms pass while the nested run,
-/// started 400 ms in, is still busy. The nested run goes on to its end (its deadline is at
-/// ~1000 ms) and only the delegating run is stopped, when it resumes. (With one watchdog per
-/// run bumping the shared epoch, the outer deadline used to stop the inner run too.)
+/// wasm IPAM plugin in-process): here the delegating run's 2 s pass while the nested run,
+/// started 0.8 s in, is busy for 1.6 s. The nested run goes on to its end (its own deadline is
+/// at ~2.8 s) and only the delegating run is stopped, when it resumes. (With one watchdog per
+/// run bumping the shared epoch, the outer deadline used to stop the inner run too.) The
+/// margins are 1.2 s before the outer deadline and 0.4 s before the inner one.
 #[test]
 fn a_nested_run_keeps_its_own_deadline_when_the_outer_one_passes() {
     let s = Setup::new();
-    let policy = PolicyFile::new("[plugins.hostile]\ntimeout-ms = 600\n");
+    let policy = PolicyFile::new("[plugins.hostile]\ntimeout-ms = 2000\n");
     let out = s.run("outlive-outer", Some(&policy));
     let (code, msg) = out.err();
     assert_eq!(code, 102, "{msg}");
-    assert!(msg.contains("exceeded its time limit of 600 ms"), "{msg}");
+    assert!(msg.contains("exceeded its time limit of 2000 ms"), "{msg}");
     assert!(
-        out.stderr.contains("inner run finished its 400 ms"),
+        out.stderr.contains("inner run finished its 1600 ms"),
         "the nested run was stopped by the outer deadline: {out:?}"
     );
     s.next_invocation_works(Some(&policy));

@@ -188,16 +188,33 @@ fn host_triple() -> Result<String> {
 /// `--target` is explicit so that `+crt-static` reaches these binaries but not the build
 /// scripts and proc macros cargo builds for itself (they must stay dynamic).
 fn host_build(args: &[&str]) -> Result<Command> {
-    let mut rustflags = env::var("RUSTFLAGS").unwrap_or_default();
-    rustflags.push_str(" -C target-feature=+crt-static");
     // getrandom finds glibc's getrandom() with dlsym, which a static binary cannot do: it then
     // falls back to polling /dev/random and reading /dev/urandom (4 syscalls per process,
     // for WASI's random seeds). Static glibc has getrandom(): call it directly.
-    rustflags.push_str(r#" --cfg getrandom_backend="linux_getrandom""#);
+    let ours = [
+        "-C",
+        "target-feature=+crt-static",
+        "--cfg",
+        r#"getrandom_backend="linux_getrandom""#,
+    ];
     let mut cmd = cargo();
     cmd.args(["build", "--release", "--target", &host_triple()?])
-        .args(args)
-        .env("RUSTFLAGS", rustflags.trim());
+        .args(args);
+    // Added to the caller's flags; cargo prefers CARGO_ENCODED_RUSTFLAGS when it is set.
+    match env::var("CARGO_ENCODED_RUSTFLAGS") {
+        Ok(encoded) if !encoded.is_empty() => {
+            cmd.env(
+                "CARGO_ENCODED_RUSTFLAGS",
+                format!("{encoded}\x1f{}", ours.join("\x1f")),
+            );
+        }
+        _ => {
+            let mut flags = env::var("RUSTFLAGS").unwrap_or_default();
+            flags.push(' ');
+            flags.push_str(&ours.join(" "));
+            cmd.env("RUSTFLAGS", flags.trim());
+        }
+    }
     Ok(cmd)
 }
 

@@ -345,8 +345,7 @@ impl Caps {
     fn move_link(
         &self,
         from: &Netns,
-        index: u32,
-        current: &str,
+        (index, current, mac): (u32, &str, &str),
         target: &Netns,
         name: &str,
     ) -> NetResult<u32> {
@@ -355,17 +354,22 @@ impl Caps {
             self.block_on(ns.handle().link().change(msg).execute())
                 .map_err(|e| nl_error(what, e))
         };
-        let find = |ns: &Netns, n: &str| -> NetResult<Option<u32>> {
-            Ok(self.get_link(ns, None, Some(n))?.map(|m| m.header.index))
-        };
         let mut msg = LinkUnspec::new_with_index(index).setns_by_fd(target.file().as_raw_fd());
         if name != current {
             msg = msg.name(name.to_string());
         }
         if let Err(e) = set(from, msg.build(), &format!("move {current} as {name}")) {
-            let left = self.get_link(from, Some(index), None)?.is_none();
-            if let Some(stray) = find(target, current)?.filter(|_| left && name != current) {
-                // Moved, not renamed: back under its own name.
+            // Moved but not renamed: it is in `target` under `current`. Only a link that left
+            // `from` and carries its MAC there is ours: anything else called `current` in
+            // `target` stays where it is.
+            let left = matches!(self.get_link(from, Some(index), None), Ok(None));
+            let stray = match self.get_link(target, None, Some(current)) {
+                Ok(Some(m)) if left && name != current && !mac.is_empty() => {
+                    (link_info(&m).mac == mac).then_some(m.header.index)
+                }
+                _ => None,
+            };
+            if let Some(stray) = stray {
                 let back = LinkUnspec::new_with_index(stray)
                     .setns_by_fd(from.file().as_raw_fd())
                     .build();
@@ -373,12 +377,14 @@ impl Caps {
             }
             return Err(e);
         }
-        find(target, name)?.ok_or_else(|| {
-            error(
-                ErrorKind::Other,
-                format!("link {name} lost during the move"),
-            )
-        })
+        self.get_link(target, None, Some(name))?
+            .map(|m| m.header.index)
+            .ok_or_else(|| {
+                error(
+                    ErrorKind::Other,
+                    format!("link {name} lost during the move"),
+                )
+            })
     }
 
     /// Add or delete a route through a link, checked and audited.
@@ -817,9 +823,11 @@ impl network::HostLink for Caps {
     ) -> NetResult<()> {
         let target = self.netns(&ns)?;
         let (from, index) = self.link(&link)?;
-        let current = self
+        let LinkInfo {
+            name: current, mac, ..
+        } = self
             .get_link(&from, Some(index), None)?
-            .map(|m| link_info(&m).name)
+            .map(|m| link_info(&m))
             .ok_or_else(|| error(ErrorKind::NotFound, format!("link #{index} is gone")))?;
         let name = new_name.unwrap_or_else(|| current.clone());
         valid_name(&name)?;
@@ -843,7 +851,7 @@ impl network::HostLink for Caps {
             ));
         }
         let what = format!("{current} -> {}:{name}", target.path().display());
-        let moved = self.move_link(&from, index, &current, &target, &name);
+        let moved = self.move_link(&from, (index, &current, &mac), &target, &name);
         let moved = self.audited("link-move", &what, moved);
         let new_index = moved?;
         let res = self

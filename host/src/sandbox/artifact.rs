@@ -19,7 +19,10 @@
 //! open file, and wasmtime then maps that same open file (through `/proc/self/fd`, so a rename
 //! in between cannot swap in another file) instead of copying the payload into fresh memory:
 //! its code pages are the page cache's, shared by every exec, and only the pages a run touches
-//! are faulted in. Measured on the first-party guests: loading loopback's artifact 551 → 168 µs,
+//! are faulted in (which is also why an artifact must never be rewritten in place under a
+//! running exec: every writer here, `wasm-cni-compile`, `cargo xtask install` and
+//! `deploy/install.sh`, writes a temporary file and renames it). Measured on the first-party
+//! guests: loading loopback's artifact 551 → 168 µs,
 //! bridge's 1124 → 233 µs (median of 60 fresh processes each).
 //!
 //! Hashing the payload costs ~1.2 ms per artifact on every exec (a bridge ADD loads two), so
@@ -160,10 +163,17 @@ pub fn load(engine: &Engine, path: &Path, module: &Path) -> Result<(Artifact, St
     // SAFETY: the payload is the exact output of `Engine::precompile_component` by our compiler
     // for this engine configuration: its digest was checked against the header written at
     // compile time (now or at an earlier exec, for this very file: see the marker), and the
-    // file checked is the file mapped. Artifacts are replaced by rename, never rewritten in
-    // place, so the mapping keeps showing these bytes.
-    let component = unsafe { Component::deserialize_file(engine, &opened) }
-        .map_err(|e| Stale::OtherEngine(format!("{e:#}")))?;
+    // file checked is the file mapped (or copied). Artifacts are replaced by rename, never
+    // rewritten in place, so the mapping keeps showing these bytes.
+    let component = if Path::new("/proc/self/fd").is_dir() {
+        unsafe { Component::deserialize_file(engine, &opened) }
+    } else {
+        // No /proc to name the open file by: wasmtime copies the checked payload instead.
+        let payload =
+            MappedFile::map(&file, payload_len).map_err(|e| Stale::Unreadable(e.to_string()))?;
+        unsafe { Component::deserialize(engine, payload.bytes()) }
+    }
+    .map_err(|e| Stale::OtherEngine(format!("{e:#}")))?;
     let artifact = Artifact {
         kind: header.kind,
         capabilities: header.capabilities,

@@ -57,18 +57,18 @@ fn misbehave(ctx: &Context, netns: &Netns) -> Result<CniResult, CniError> {
                 "ipam":{"type":"static","addresses":[{"address":"10.1.2.3/24"}]}}"#;
             wasm_cni_sdk::ipam::add("static", conf)
         }
-        // Spins 400 ms, then delegates to itself as IPAM in `outlive-inner` mode (for the
+        // Spins 800 ms, then delegates to itself as IPAM in `outlive-inner` mode (for the
         // time limits of nested runs: see tests/tests/sandbox.rs).
         "outlive-outer" => {
-            spin(400);
+            spin(800);
             let inner = r#"{"cniVersion":"1.0.0","name":"testnet","type":"hostile",
                 "mode":"outlive-inner"}"#;
             wasm_cni_sdk::ipam::add("hostile", inner)
         }
-        // Spins 400 ms, then says so in the log and succeeds.
+        // Spins 1600 ms, then says so in the log and succeeds.
         "outlive-inner" => {
-            spin(400);
-            wasm_cni_sdk::log::warn("inner run finished its 400 ms");
+            spin(1600);
+            wasm_cni_sdk::log::warn("inner run finished its 1600 ms");
             Ok(CniResult::default())
         }
         "recurse" => Err(CniError::new(
