@@ -173,12 +173,18 @@ fn target_dir(root: &Path) -> PathBuf {
 
 /// The triple of the machine we build on (`rustc -vV`).
 fn host_triple() -> Result<String> {
+    static TRIPLE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(t) = TRIPLE.get() {
+        return Ok(t.clone());
+    }
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let info = output(Command::new(rustc).arg("-vV"))?;
-    info.lines()
+    let triple = info
+        .lines()
         .find_map(|l| l.strip_prefix("host: "))
         .map(|t| t.trim().to_string())
-        .context("rustc -vV names no host triple")
+        .context("rustc -vV names no host triple")?;
+    Ok(TRIPLE.get_or_init(|| triple).clone())
 }
 
 /// `cargo build --release` of native binaries a node runs (the host, the compiler, the bench's

@@ -165,7 +165,9 @@ pub fn load(engine: &Engine, path: &Path, module: &Path) -> Result<(Artifact, St
     // compile time (now or at an earlier exec, for this very file: see the marker), and the
     // file checked is the file mapped (or copied). Artifacts are replaced by rename, never
     // rewritten in place, so the mapping keeps showing these bytes.
-    let component = if Path::new("/proc/self/fd").is_dir() {
+    static HAVE_PROC: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let have_proc = *HAVE_PROC.get_or_init(|| Path::new("/proc/self/fd").is_dir());
+    let component = if have_proc {
         unsafe { Component::deserialize_file(engine, &opened) }
     } else {
         // No /proc to name the open file by: wasmtime copies the checked payload instead.
