@@ -72,7 +72,8 @@ where
     if let Some(set) = elsewhere {
         // SAFETY: the thread of `handle` exists (not yet joined); `set` is a valid cpu set.
         // Best effort: without it the thread runs where the scheduler puts it.
-        unsafe { libc::pthread_setaffinity_np(handle.as_pthread_t(), size, &set) };
+        // (`as _`: glibc's pthread_t is an integer, musl's a pointer.)
+        unsafe { libc::pthread_setaffinity_np(handle.as_pthread_t() as _, size, &set) };
     }
     narrowed.store(true, Ordering::Release);
     Ok(handle)

@@ -126,16 +126,28 @@ struct Built {
     guests: Vec<String>,
 }
 
-fn ensure_guest_target() -> Result<()> {
+/// Add the guest target and the node target to the toolchain if they are missing, and check
+/// for the C compiler the node target needs (wasmtime compiles a small C helper).
+fn ensure_targets() -> Result<()> {
     let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
-    if !installed.lines().any(|l| l.trim() == GUEST_TARGET) {
-        run(Command::new("rustup").args(["target", "add", GUEST_TARGET]))?;
+    for target in [GUEST_TARGET.to_string(), node_triple()?] {
+        if !installed.lines().any(|l| l.trim() == target) {
+            run(Command::new("rustup").args(["target", "add", &target]))?;
+        }
+    }
+    let musl_gcc = Command::new("musl-gcc")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !musl_gcc.is_ok_and(|s| s.success()) {
+        bail!("musl-gcc not found: the host binaries link musl (apt-get install musl-tools)");
     }
     Ok(())
 }
 
 fn build(root: &Path) -> Result<Built> {
-    ensure_guest_target()?;
+    ensure_targets()?;
     let guests = guests(root)?;
     let mut guest_build = cargo();
     guest_build.args(["build", "--profile", "guest", "--target", GUEST_TARGET]);
@@ -187,16 +199,31 @@ fn host_triple() -> Result<String> {
     Ok(TRIPLE.get_or_init(|| triple).clone())
 }
 
+/// The target of the native binaries a node runs: this machine's architecture and OS, with
+/// musl as the C library (`x86_64-unknown-linux-gnu` → `x86_64-unknown-linux-musl`).
+fn node_triple() -> Result<String> {
+    let host = host_triple()?;
+    match host.strip_suffix("-gnu") {
+        Some(base) if base.ends_with("-linux") => Ok(format!("{base}-musl")),
+        _ if host.ends_with("-linux-musl") => Ok(host),
+        _ => bail!("cannot build the host binaries on {host}: they target Linux (gnu or musl)"),
+    }
+}
+
 /// `cargo build --release` of native binaries a node runs (the host, the compiler, the bench's
-/// native floor), linked statically: a static-pie binary has no dynamic loader, libc.so,
-/// libm or libgcc_s to map and relocate at every exec (measured: a loopback ADD 2.11 → 1.71 ms,
-/// peak RSS 6.6 → 5.4 MiB, docs/bench.md) and runs on any node whatever its glibc.
+/// native floor): static musl executables. Static, because a binary exec'd per container
+/// event should not map and relocate a dynamic loader, libc.so, libm and libgcc_s every time
+/// (measured: a loopback ADD 2.11 → 1.71 ms, docs/bench.md), and it runs on any node whatever
+/// its libc. musl rather than static glibc, because glibc's start-up reads the CPU's cache
+/// topology with ~60 `cpuid` instructions, and in a VM each one traps to the hypervisor (5 µs
+/// each here): a static glibc `int main(){}` costs 440 µs to exec, a raw `_start` 140 µs.
+/// (musl's malloc is slow; the binaries bring their own allocator, host/src/main.rs.)
 /// `--target` is explicit so that `+crt-static` reaches these binaries but not the build
-/// scripts and proc macros cargo builds for itself (they must stay dynamic).
+/// scripts and proc macros cargo builds for itself.
 fn host_build(args: &[&str]) -> Result<Command> {
-    // getrandom finds glibc's getrandom() with dlsym, which a static binary cannot do: it then
-    // falls back to polling /dev/random and reading /dev/urandom (4 syscalls per process,
-    // for WASI's random seeds). Static glibc has getrandom(): call it directly.
+    // getrandom's default Linux backend finds getrandom() with dlsym, which a static binary
+    // cannot do: it then falls back to polling /dev/random and reading /dev/urandom (4
+    // syscalls per process, for WASI's random seeds). musl has getrandom(): call it directly.
     let ours = [
         "-C",
         "target-feature=+crt-static",
@@ -204,7 +231,7 @@ fn host_build(args: &[&str]) -> Result<Command> {
         r#"getrandom_backend="linux_getrandom""#,
     ];
     let mut cmd = cargo();
-    cmd.args(["build", "--release", "--target", &host_triple()?])
+    cmd.args(["build", "--release", "--target", &node_triple()?])
         .args(args);
     // Added to the caller's flags; cargo prefers CARGO_ENCODED_RUSTFLAGS when it is set.
     match env::var("CARGO_ENCODED_RUSTFLAGS") {
@@ -226,7 +253,7 @@ fn host_build(args: &[&str]) -> Result<Command> {
 
 /// Where [`host_build`] puts its binaries.
 fn host_bin_dir(root: &Path) -> Result<PathBuf> {
-    Ok(target_dir(root).join(host_triple()?).join("release"))
+    Ok(target_dir(root).join(node_triple()?).join("release"))
 }
 
 /// Copy `src` to `dest` atomically: a reader sees the old file or the new one, never a mix.

@@ -5,6 +5,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOC: wasm_cni::Allocator = dlmalloc::GlobalDlmalloc;
+
 fn main() -> ExitCode {
     let modules: Vec<String> = std::env::args().skip(1).collect();
     if modules.is_empty() || modules.iter().any(|m| m.starts_with('-')) {

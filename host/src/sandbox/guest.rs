@@ -140,7 +140,7 @@ impl Timer {
                 tv_nsec: 0,
             },
             it_value: libc::timespec {
-                tv_sec: after.as_secs() as libc::time_t,
+                tv_sec: after.as_secs().try_into().unwrap_or(i64::MAX),
                 // A zero value stops the timer: a deadline due now fires in 1 ns.
                 tv_nsec: match (next, after.subsec_nanos()) {
                     (Some(_), 0) if after.as_secs() == 0 => 1,
