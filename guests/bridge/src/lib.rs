@@ -54,28 +54,23 @@ fn masq_backend(cfg: &Config) -> &str {
 
 /// The layer-2 result: bridge, host veth and container interface (MACs of the first two are
 /// filled in at the end, when they have settled).
-fn base_result(ctx: &Context, cfg: &Config, veth: &Veth) -> Result<CniResult, CniError> {
-    let container_mac = veth
-        .container
-        .info()
-        .map_err(|e| fail(format!("failed to lookup {:?}", ctx.ifname), e))?
-        .mac;
+fn base_result(ctx: &Context, cfg: &Config, veth: &Veth) -> CniResult {
     let named = |name: &str| Interface {
         name: name.to_string(),
         ..Default::default()
     };
-    Ok(CniResult {
+    CniResult {
         interfaces: vec![
             named(&cfg.bridge),
             named(&veth.host_name),
             Interface {
-                mac: container_mac,
+                mac: veth.container_mac.clone(),
                 sandbox: ctx.netns_path.clone(),
                 ..named(&ctx.ifname)
             },
         ],
         ..Default::default()
-    })
+    }
 }
 
 /// Install the MAC spoof check for the container's veth, its removal registered first (a
@@ -178,7 +173,7 @@ impl Plugin for Bridge {
             &mut rollback,
         )?;
         links::attach_port(&host, &bridge, &veth.host, &veth.host_name, &cfg)?;
-        let mut result = base_result(ctx, &cfg, &veth)?;
+        let mut result = base_result(ctx, &cfg, &veth);
         if cfg.mac_spoof_check {
             // As the reference: as soon as the container's MAC is known, before IPAM.
             spoof_check_add(

@@ -84,6 +84,9 @@ pub fn veth_name(container_id: &str, ifname: &str, attempt: u32) -> String {
 /// The container and host ends of a new veth pair.
 pub struct Veth {
     pub container: Link,
+    /// The container end's MAC, read once it existed (it does not change: a configured MAC is
+    /// set at creation).
+    pub container_mac: String,
     pub host: Link,
     pub host_name: String,
 }
@@ -102,10 +105,10 @@ pub fn create_veth<'a>(
         let host_name = veth_name(ctx_id, ifname, attempt);
         match container.create_veth(ifname, &host_name, host, cfg.mtu, cfg.mac.as_deref()) {
             Ok((cont, hostv)) => {
-                let index = cont
+                let info = cont
                     .info()
-                    .map_err(|e| fail(format!("failed to lookup {ifname:?}"), e))?
-                    .index;
+                    .map_err(|e| fail(format!("failed to lookup {ifname:?}"), e))?;
+                let index = info.index;
                 rollback.push(format!("delete veth {ifname}"), move || {
                     // Deleting one end deletes the pair.
                     match container.link_by_index(index) {
@@ -116,6 +119,7 @@ pub fn create_veth<'a>(
                 });
                 return Ok(Veth {
                     container: cont,
+                    container_mac: info.mac,
                     host: hostv,
                     host_name,
                 });

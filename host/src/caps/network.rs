@@ -32,10 +32,20 @@ use crate::sandbox::bindings::wasm_cni::plugin::network::{
 /// The guest's view of a namespace.
 pub struct NetnsRes(pub Arc<Netns>);
 
-/// The guest's view of a link: its namespace and index (both follow a `move-to`).
+/// The guest's view of a link: its namespace and index (both follow a `move-to`), and its name
+/// when the guest got the handle.
+///
+/// A handle stands for one kernel object (namespace + ifindex). In the host netns the policy
+/// allows changes by link name (`host-links`, `host-devices`); they are checked against
+/// `name`, the name the link had when the handle was made (a lookup, a creation) or that this
+/// exec gave it (`rename`, `move-to`). The name is not read back before each change: a re-read
+/// cannot make the check atomic (the link can be renamed between the read and the change), and
+/// it cost a netlink round trip per change (4 of a bridge ADD's 19 requests). A link renamed
+/// by someone else after the guest got it stays the link it was granted as.
 pub struct LinkRes {
     ns: Arc<Netns>,
     index: u32,
+    name: String,
 }
 
 type NetResult<T> = Result<T, NetError>;
@@ -267,9 +277,11 @@ impl Caps {
             .map_err(|e| invalid(format!("bad link handle: {e}")))
     }
 
-    fn push_link(&mut self, ns: Arc<Netns>, index: u32) -> NetResult<Resource<LinkRes>> {
+    /// A handle for the link `msg` describes (its index and name) in `ns`.
+    fn push_link(&mut self, ns: Arc<Netns>, msg: &LinkMessage) -> NetResult<Resource<LinkRes>> {
+        let (index, name) = (msg.header.index, link_info(msg).name);
         self.table
-            .push(LinkRes { ns, index })
+            .push(LinkRes { ns, index, name })
             .map_err(|e| invalid(e.to_string()))
     }
 
@@ -303,6 +315,40 @@ impl Caps {
         }
     }
 
+    /// Create the link `msg` describes in `ns` (RTM_NEWLINK, create-exclusive) and return the
+    /// kernel's description of it: asked for with NLM_F_ECHO, which Linux ≥ 6.3 honours for a
+    /// new link (index, name and, for a veth, its peer's index), so no lookup follows; older
+    /// kernels echo nothing and the caller looks the link up by name.
+    fn add_link(
+        &self,
+        ns: &Netns,
+        msg: LinkMessage,
+    ) -> Result<Option<LinkMessage>, rtnetlink::Error> {
+        use futures::StreamExt;
+        use netlink_packet_route::RouteNetlinkMessage;
+        use rtnetlink::packet_core::{
+            NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL,
+            NLM_F_REQUEST,
+        };
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(msg));
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO;
+        let mut handle = ns.handle().clone();
+        self.block_on(async move {
+            let mut responses = handle.request(req)?;
+            let mut created = None;
+            while let Some(m) = responses.next().await {
+                match m.payload {
+                    NetlinkPayload::Error(e) => return Err(rtnetlink::Error::NetlinkError(e)),
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
+                        created = Some(l)
+                    }
+                    _ => {}
+                }
+            }
+            Ok(created)
+        })
+    }
+
     /// In the host netns a link may only be touched when its name matches the policy's
     /// `host-links` or `host-devices`; the container's own links are the plugin's to change.
     fn guard_name(&self, ns: &Netns, name: &str, op: &str) -> NetResult<()> {
@@ -321,17 +367,13 @@ impl Caps {
             .map_err(|m| error(ErrorKind::Denied, m))
     }
 
-    /// [`Self::guard_name`] for a link handle.
+    /// [`Self::guard_name`] for a link handle, by the name it was granted under (see [`LinkRes`]).
     fn guard_link(&self, res: &Resource<LinkRes>, op: &str) -> NetResult<()> {
-        let (ns, index) = self.link(res)?;
-        if !self.is_host(&ns) {
-            return Ok(());
-        }
-        let name = self
-            .get_link(&ns, Some(index), None)?
-            .map(|m| link_info(&m).name)
-            .ok_or_else(|| error(ErrorKind::NotFound, format!("link #{index} is gone")))?;
-        self.guard_name(&ns, &name, op)
+        let link = self
+            .table
+            .get(res)
+            .map_err(|e| invalid(format!("bad link handle: {e}")))?;
+        self.guard_name(&link.ns, &link.name, op)
     }
 
     /// Move link `index` named `current` from `from` into `target` as `name`, in one request:
@@ -482,7 +524,7 @@ impl network::HostNetns for Caps {
         let ns = self.netns(&ns)?;
         valid_name(&name)?;
         match self.get_link(&ns, None, Some(&name))? {
-            Some(msg) => self.push_link(ns, msg.header.index).map(Some),
+            Some(msg) => self.push_link(ns, &msg).map(Some),
             None => Ok(None),
         }
     }
@@ -499,7 +541,7 @@ impl network::HostNetns for Caps {
     ) -> NetResult<Option<Resource<LinkRes>>> {
         let ns = self.netns(&ns)?;
         match self.get_link(&ns, Some(index), None)? {
-            Some(msg) => self.push_link(ns, msg.header.index).map(Some),
+            Some(msg) => self.push_link(ns, &msg).map(Some),
             None => Ok(None),
         }
     }
@@ -548,7 +590,7 @@ impl network::HostNetns for Caps {
             }
         };
         match found {
-            Some(m) => self.push_link(ns, m.header.index).map(Some),
+            Some(m) => self.push_link(ns, m).map(Some),
             None => Ok(None),
         }
     }
@@ -589,20 +631,40 @@ impl network::HostNetns for Caps {
             .build();
         let target = format!("{name}<->{peer_name}");
         let r = self
-            .block_on(ns.handle().link().add(msg).execute())
+            .add_link(&ns, msg)
             .map_err(|e| nl_error(&format!("create veth {target}"), e));
-        let r = self.audited("veth-create", &target, r);
-        r?;
-        let here = self
-            .get_link(&ns, None, Some(&name))?
-            .ok_or_else(|| error(ErrorKind::Other, format!("veth {name} vanished")))?;
-        let there = self
-            .get_link(&peer_ns, None, Some(&peer_name))?
-            .ok_or_else(|| error(ErrorKind::Other, format!("veth peer {peer_name} vanished")))?;
-        Ok((
-            self.push_link(ns, here.header.index)?,
-            self.push_link(peer_ns, there.header.index)?,
-        ))
+        let echoed = self.audited("veth-create", &target, r)?;
+        let vanished = |which: &str| error(ErrorKind::Other, format!("{which} vanished"));
+        // The echo names this end and, as its IFLA_LINK, the peer's index in the peer's netns.
+        let peer_index = echoed.as_ref().and_then(|m| {
+            m.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Link(i) => Some(*i),
+                _ => None,
+            })
+        });
+        let here = match echoed {
+            Some(m) => self.push_link(ns, &m)?,
+            None => {
+                let m = self.get_link(&ns, None, Some(&name))?;
+                self.push_link(ns, &m.ok_or_else(|| vanished(&format!("veth {name}")))?)?
+            }
+        };
+        let there = match peer_index {
+            Some(index) => self
+                .table
+                .push(LinkRes {
+                    ns: peer_ns,
+                    index,
+                    name: peer_name,
+                })
+                .map_err(|e| invalid(e.to_string()))?,
+            None => {
+                let m = self.get_link(&peer_ns, None, Some(&peer_name))?;
+                let m = m.ok_or_else(|| vanished(&format!("veth peer {peer_name}")))?;
+                self.push_link(peer_ns, &m)?
+            }
+        };
+        Ok((here, there))
     }
 
     fn create_bridge(
@@ -626,14 +688,15 @@ impl network::HostNetns for Caps {
             b = b.mtu(mtu);
         }
         let r = self
-            .block_on(ns.handle().link().add(b.build()).execute())
+            .add_link(&ns, b.build())
             .map_err(|e| nl_error(&format!("create bridge {name}"), e));
-        let r = self.audited("bridge-create", &name, r);
-        r?;
-        let msg = self
-            .get_link(&ns, None, Some(&name))?
-            .ok_or_else(|| error(ErrorKind::Other, format!("bridge {name} vanished")))?;
-        self.push_link(ns, msg.header.index)
+        let msg = match self.audited("bridge-create", &name, r)? {
+            Some(m) => m,
+            None => self
+                .get_link(&ns, None, Some(&name))?
+                .ok_or_else(|| error(ErrorKind::Other, format!("bridge {name} vanished")))?,
+        };
+        self.push_link(ns, &msg)
     }
 
     fn routes(&mut self, ns: Resource<NetnsRes>, ipv6: bool) -> NetResult<Vec<RouteInfo>> {
@@ -812,7 +875,11 @@ impl network::HostLink for Caps {
         let (ns, _) = self.link(&link)?;
         self.guard_name(&ns, &name, "link-rename")?;
         valid_name(&name)?;
-        self.change(&link, "link-rename", |b| b.name(name))
+        self.change(&link, "link-rename", |b| b.name(name.clone()))?;
+        if let Ok(res) = self.table.get_mut(&link) {
+            res.name = name;
+        }
+        Ok(())
     }
 
     fn move_to(
@@ -860,6 +927,7 @@ impl network::HostLink for Caps {
             .map_err(|e| invalid(e.to_string()))?;
         res.ns = target;
         res.index = new_index;
+        res.name = name;
         Ok(())
     }
 
