@@ -10,10 +10,14 @@
 //!
 //! Exec'd like a plugin (CNI_* env, config on stdin); the config's `type` picks the work:
 //! - `loopback` ADD: `lo` up, read its addresses, print the result.
-//! - `bridge` ADD: bridge (created up if missing), `ip_forward` on, veth pair with one end in
-//!   the container netns, host end enslaved and up, an IPv4 from a host-local style store in
-//!   `ipam.dataDir` (flock'd dir, one file per IP, `last_reserved_ip.0`), address and up in the
-//!   container, default route via the gateway, gateway address on the bridge, print the result.
+//! - `bridge` ADD: what our bridge plugin does for the bench's config, in the same requests
+//!   where it needs them: the container's interface must not exist; the bridge (created if
+//!   missing, up), `accept_ra` off on it; the veth pair created in the container netns with
+//!   its peer sent to the host netns (NLM_F_ECHO gives both indexes, as in the host); the host
+//!   end up, `accept_ra` off, enslaved, hairpin off; an IPv4 from a host-local style store in
+//!   `ipam.dataDir` (flock'd dir, one file per IP, `last_reserved_ip.0`); in the container
+//!   `accept_dad` off, `arp_notify` on, the address, up; the gateway address on the bridge
+//!   unless there; `ip_forward` on unless on; the bridge's and host end's MACs read last.
 //! - `bridge` DEL: release the IP in the store, delete the container's veth end.
 //! - VERSION: the version JSON (process start only).
 
@@ -27,10 +31,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
-use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
-};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth};
 use serde_json::{json, Value};
 use wasm_cni::caps::netns::Netns;
 
@@ -180,28 +182,34 @@ async fn bridge_add(
         .context("ipam.ranges[0][0].subnet")?
         .parse()?;
     let gw = Ipv4Addr::from(u32::from(subnet.network()) + 1);
-    // The bridge, created up when missing (a concurrent ADD may win the race).
+    // The container's interface must not exist yet.
+    if link_by_name(ch, ifname).await?.is_some() {
+        bail!("{ifname} already exists");
+    }
+    // The bridge, created when missing (a concurrent ADD may win the race), and up.
     let br = match link_by_name(hh, br_name).await? {
         Some(l) => l,
         None => {
-            let r = hh
-                .link()
-                .add(LinkBridge::new(br_name).up().build())
-                .execute()
-                .await;
-            match r {
-                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
+            let r = create(hh, LinkBridge::new(br_name).build()).await;
+            let echoed = match r {
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => None,
                 r => r.context("create bridge")?,
+            };
+            match echoed {
+                Some(l) => l,
+                None => link_by_name(hh, br_name)
+                    .await?
+                    .context("bridge vanished")?,
             }
-            link_by_name(hh, br_name)
-                .await?
-                .context("bridge vanished")?
         }
     };
     let br_index = br.header.index;
-    set_up(hh, br_index, None).await?;
-    fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("ip_forward")?;
-    // The veth pair: created in the container netns, its peer sent to the host netns.
+    sysctl(host, &format!("net/ipv6/conf/{br_name}/accept_ra"), "0")?;
+    if !br.header.flags.contains(LinkFlags::Up) {
+        set_up(hh, br_index, None).await?;
+    }
+    // The veth pair: created in the container netns, its peer sent to the host netns; the
+    // kernel's echo gives this end and (IFLA_LINK) the peer's index.
     let peer_name = host_veth_name(container, ifname);
     let peer = LinkMessageBuilder::<LinkUnspec>::new()
         .name(peer_name.clone())
@@ -212,26 +220,47 @@ async fn bridge_add(
             netlink_packet_route::link::InfoVeth::Peer(peer),
         ))
         .build();
-    ch.link().add(msg).execute().await.context("create veth")?;
-    let there = link_by_name(hh, &peer_name)
-        .await?
-        .context("veth peer vanished")?;
-    set_up(hh, there.header.index, Some(br_index)).await?;
+    let here = create(ch, msg)
+        .await
+        .context("create veth")?
+        .context("the kernel did not echo the new link (Linux < 6.3)")?;
+    let index = here.header.index;
+    let peer_index = here
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Link(i) => Some(*i),
+            _ => None,
+        })
+        .context("the veth has no peer index")?;
+    // The host end: up, no router advertisements, enslaved, hairpin off.
+    set_up(hh, peer_index, None).await?;
+    sysctl(host, &format!("net/ipv6/conf/{peer_name}/accept_ra"), "0")?;
+    hh.link()
+        .change(
+            LinkUnspec::new_with_index(peer_index)
+                .controller(br_index)
+                .build(),
+        )
+        .execute()
+        .await
+        .context("set master")?;
+    hh.link()
+        .set_port(LinkBridgePort::new(peer_index).hairpin(false).build())
+        .execute()
+        .await
+        .context("hairpin")?;
     // IPAM, in-process like ours.
     let ip = allocate(conf, subnet, gw, container, ifname)?;
-    let here = link_by_name(ch, ifname).await?.context("veth vanished")?;
-    let index = here.header.index;
+    // The container end: DAD off, ARP notify on, the address, up.
+    sysctl(ctr, &format!("net/ipv6/conf/{ifname}/accept_dad"), "0")?;
+    sysctl(ctr, &format!("net/ipv4/conf/{ifname}/arp_notify"), "1")?;
     ch.address()
         .add(index, IpAddr::V4(ip), subnet.prefix_len())
         .execute()
         .await
         .context("address add")?;
     set_up(ch, index, None).await?;
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .output_interface(index)
-        .gateway(gw)
-        .build();
-    ch.route().add(route).execute().await.context("route add")?;
     // The gateway address on the bridge, unless a previous ADD put it there.
     let has_gw = hh
         .address()
@@ -257,18 +286,56 @@ async fn bridge_add(
             r => r.context("gateway address")?,
         }
     }
+    if fs::read_to_string("/proc/sys/net/ipv4/ip_forward")?.trim() != "1" {
+        fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("ip_forward")?;
+    }
+    // The MACs as they are now (the bridge takes its lowest port's).
+    let br_mac = link_by_name(hh, br_name).await?;
+    let peer_mac = link_by_name(hh, &peer_name).await?;
     Ok(json!({
         "cniVersion": "1.0.0",
         "interfaces": [
-            {"name": br_name, "mac": mac_of(&br)},
-            {"name": peer_name, "mac": mac_of(&there)},
+            {"name": br_name, "mac": br_mac.as_ref().map(mac_of)},
+            {"name": peer_name, "mac": peer_mac.as_ref().map(mac_of)},
             {"name": ifname, "mac": mac_of(&here), "sandbox": env("CNI_NETNS")?},
         ],
         "ips": [{"interface": 2, "address": format!("{ip}/{}", subnet.prefix_len()), "gateway": gw.to_string()}],
-        "routes": [{"dst": "0.0.0.0/0", "gw": gw.to_string()}],
         "dns": {},
     })
     .to_string())
+}
+
+/// RTM_NEWLINK (create-exclusive) with NLM_F_ECHO: the new link as the kernel describes it,
+/// when it echoes (Linux ≥ 6.3), as the host asks for it.
+async fn create(
+    h: &Handle,
+    msg: LinkMessage,
+) -> std::result::Result<Option<LinkMessage>, rtnetlink::Error> {
+    use futures::StreamExt;
+    use netlink_packet_route::RouteNetlinkMessage;
+    use rtnetlink::packet_core::{
+        NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL,
+        NLM_F_REQUEST,
+    };
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(msg));
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO;
+    let mut responses = h.clone().request(req)?;
+    let mut created = None;
+    while let Some(m) = responses.next().await {
+        match m.payload {
+            NetlinkPayload::Error(e) => return Err(rtnetlink::Error::NetlinkError(e)),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => created = Some(l),
+            _ => {}
+        }
+    }
+    Ok(created)
+}
+
+/// Write a sysctl under /proc/sys inside `ns` (as the host does: on the netns's worker).
+fn sysctl(ns: &Netns, key: &str, value: &'static str) -> Result<()> {
+    let path = Path::new("/proc/sys").join(key);
+    ns.run(move || fs::write(&path, value))
+        .with_context(|| format!("sysctl {key}"))
 }
 
 async fn bridge_del(conf: &Value, ctr: &Netns, ifname: &str, container: &str) -> Result<String> {
