@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
-use std::time::Instant;
 
 use serde_json::{json, Value};
 use wasm_cni_tests::{bin_dir, Cni, Exec, Netns, REFERENCE_DIR, SHARED_VERSIONS};
@@ -1217,67 +1216,6 @@ fn enabledad_and_promisc_mode() {
     assert!(
         br["flags"].as_array().unwrap().contains(&json!("PROMISC")),
         "{br}"
-    );
-}
-
-/// Not a test: ADD and DEL exec times of ours and the reference on the same input, host-local
-/// IPAM each (`cargo test … -- --ignored --nocapture bench`).
-#[test]
-#[ignore]
-fn bench_add_del_against_the_reference() {
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
-    };
-    let (ours_net, ref_net) = (Net::new(), Net::new());
-    let (ours_c, ref_c) = (Netns::new(), Netns::new());
-    let conf = |net: &Net| net.config(Some("1.0.0"), json!({"isGateway": true}));
-    // [ours, reference] x [ADD, DEL], interleaved so that load on the machine hits both alike.
-    let mut times: [[Vec<f64>; 2]; 2] = Default::default();
-    let timed = |f: &dyn Fn() -> Exec, into: &mut Vec<f64>| {
-        let t = Instant::now();
-        let r = f();
-        into.push(t.elapsed().as_secs_f64() * 1000.0);
-        assert_eq!(r.status, 0, "{r:?}");
-    };
-    for _ in 0..runs {
-        let [ours_t, ref_t] = &mut times;
-        timed(
-            &|| ours_net.ours("ADD", &ours_c, &conf(&ours_net)),
-            &mut ours_t[0],
-        );
-        timed(
-            &|| ref_net.reference("ADD", &ref_c, &conf(&ref_net)),
-            &mut ref_t[0],
-        );
-        timed(
-            &|| ours_net.ours("DEL", &ours_c, &conf(&ours_net)),
-            &mut ours_t[1],
-        );
-        timed(
-            &|| ref_net.reference("DEL", &ref_c, &conf(&ref_net)),
-            &mut ref_t[1],
-        );
-    }
-    let ipam = if our_ipam() {
-        "our host-local"
-    } else {
-        "the reference host-local"
-    };
-    let [ours_t, ref_t] = &mut times;
-    for (who, [add, del]) in [("ours", ours_t), ("reference", ref_t)] {
-        println!(
-            "{who:>9}: ADD median {:.1} ms, DEL median {:.1} ms ({runs} runs)",
-            median(add),
-            median(del)
-        );
-    }
-    println!(
-        "IPAM: ours with {ipam}, the reference with its own; bridge isGateway, under ip netns exec"
     );
 }
 
