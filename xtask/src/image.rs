@@ -10,9 +10,9 @@
 //!
 //! The context holds what the node gets (`/wasm-cni/bin`, `/wasm-cni/plugins`,
 //! `/wasm-cni/install.sh`, the same layout as the upstream image), a static busybox as `/bin/sh`
-//! and the coreutils `install.sh` uses, and the shared libraries the two host binaries link
-//! (glibc, libgcc_s) taken from this machine, because `install.sh` runs `wasm-cni-compile`
-//! inside the image. Mount points of the DaemonSet's volumes exist as empty directories, so
+//! and the coreutils `install.sh` uses; no libraries: the two host binaries are static musl
+//! executables (checked: no program interpreter), and `install.sh` runs `wasm-cni-compile`
+//! inside the image as it is. Mount points of the DaemonSet's volumes exist as empty directories, so
 //! the image also runs with a read-only root filesystem.
 
 use std::fs;
