@@ -42,6 +42,10 @@ pub struct Caps {
     policy: Option<Policy>,
     /// (dev, inode) of the host netns: operations there are checked against the grants.
     host_id: Option<(u64, u64)>,
+    /// How often a link (netns id, ifindex) left its place through one of this exec's handles
+    /// (deleted, moved away): another handle made before is stale and refused, even if the
+    /// kernel hands that index to a new link (network.rs, `LinkRes`).
+    link_epochs: std::collections::HashMap<(Option<(u64, u64)>, u32), u32>,
 }
 
 impl Caps {
@@ -66,6 +70,7 @@ impl Caps {
             engine,
             policy,
             host_id,
+            link_epochs: Default::default(),
         }
     }
 

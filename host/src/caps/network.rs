@@ -41,11 +41,14 @@ pub struct NetnsRes(pub Arc<Netns>);
 /// exec gave it (`rename`, `move-to`). The name is not read back before each change: a re-read
 /// cannot make the check atomic (the link can be renamed between the read and the change), and
 /// it cost a netlink round trip per change (4 of a bridge ADD's 19 requests). A link renamed
-/// by someone else after the guest got it stays the link it was granted as.
+/// by someone else after the guest got it stays the link it was granted as. `epoch` tells a
+/// handle whose link was deleted or moved away through another handle of this exec: it is
+/// refused, also if the kernel has given its index to a new link since.
 pub struct LinkRes {
     ns: Arc<Netns>,
     index: u32,
     name: String,
+    epoch: u32,
 }
 
 type NetResult<T> = Result<T, NetError>;
@@ -279,10 +282,34 @@ impl Caps {
 
     /// A handle for the link `msg` describes (its index and name) in `ns`.
     fn push_link(&mut self, ns: Arc<Netns>, msg: &LinkMessage) -> NetResult<Resource<LinkRes>> {
-        let (index, name) = (msg.header.index, link_info(msg).name);
+        self.push_link_named(ns, msg.header.index, link_info(msg).name)
+    }
+
+    fn push_link_named(
+        &mut self,
+        ns: Arc<Netns>,
+        index: u32,
+        name: String,
+    ) -> NetResult<Resource<LinkRes>> {
+        let epoch = self.link_epoch(&ns, index);
         self.table
-            .push(LinkRes { ns, index, name })
+            .push(LinkRes {
+                ns,
+                index,
+                name,
+                epoch,
+            })
             .map_err(|e| invalid(e.to_string()))
+    }
+
+    fn link_epoch(&self, ns: &Netns, index: u32) -> u32 {
+        let key = (ns.id().ok(), index);
+        self.link_epochs.get(&key).copied().unwrap_or(0)
+    }
+
+    /// Link `index` of `ns` left its place (deleted, moved away): older handles are stale.
+    fn retire_link(&mut self, ns: &Netns, index: u32) {
+        *self.link_epochs.entry((ns.id().ok(), index)).or_default() += 1;
     }
 
     fn get_link(
@@ -373,6 +400,15 @@ impl Caps {
             .table
             .get(res)
             .map_err(|e| invalid(format!("bad link handle: {e}")))?;
+        if link.epoch != self.link_epoch(&link.ns, link.index) {
+            return Err(error(
+                ErrorKind::NotFound,
+                format!(
+                    "link #{} was deleted or moved through another handle",
+                    link.index
+                ),
+            ));
+        }
         self.guard_name(&link.ns, &link.name, op)
     }
 
@@ -650,14 +686,7 @@ impl network::HostNetns for Caps {
             }
         };
         let there = match peer_index {
-            Some(index) => self
-                .table
-                .push(LinkRes {
-                    ns: peer_ns,
-                    index,
-                    name: peer_name,
-                })
-                .map_err(|e| invalid(e.to_string()))?,
+            Some(index) => self.push_link_named(peer_ns, index, peer_name)?,
             None => {
                 let m = self.get_link(&peer_ns, None, Some(&peer_name))?;
                 let m = m.ok_or_else(|| vanished(&format!("veth peer {peer_name}")))?;
@@ -921,6 +950,8 @@ impl network::HostLink for Caps {
         let moved = self.move_link(&from, (index, &current, &mac), &target, &name);
         let moved = self.audited("link-move", &what, moved);
         let new_index = moved?;
+        self.retire_link(&from, index);
+        let epoch = self.link_epoch(&target, new_index);
         let res = self
             .table
             .get_mut(&link)
@@ -928,6 +959,7 @@ impl network::HostLink for Caps {
         res.ns = target;
         res.index = new_index;
         res.name = name;
+        res.epoch = epoch;
         Ok(())
     }
 
@@ -937,11 +969,15 @@ impl network::HostLink for Caps {
         let r = self
             .block_on(ns.handle().link().del(index).execute())
             .map_err(|e| nl_error(&format!("delete link #{index}"), e));
-        self.audited(
+        let r = self.audited(
             "link-delete",
             &format!("{}#{index}", ns.path().display()),
             r,
-        )
+        );
+        if r.is_ok() {
+            self.retire_link(&ns, index);
+        }
+        r
     }
 
     fn set_bridge_port(
