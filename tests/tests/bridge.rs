@@ -509,6 +509,37 @@ fn kernel_state_and_connectivity_between_two_containers() {
     assert!(ping(&c2, &net.ip(1)), "c2 -> gateway");
 }
 
+/// The two ends of the veth pair may get the same ifindex in their two namespaces: the host
+/// end must be configured in the host netns by its index there (older kernels also leave the
+/// peer's index out of the link's description then, and the host looks the peer up by name).
+/// A fresh host netns gives the bridge index 2 and the host end 3; an ifb in the container
+/// takes 2 there, so eth0 gets 3 too.
+#[test]
+fn veth_ends_with_the_same_index_in_both_namespaces() {
+    let net = Net::new();
+    let c = Netns::new();
+    c.ip(&["link", "add", "ifb0", "type", "ifb"]);
+    let r = net
+        .ours(
+            "ADD",
+            &c,
+            &net.config(Some("1.0.0"), json!({"isGateway": true})),
+        )
+        .ok_json();
+    let veth = r["interfaces"][1]["name"].as_str().unwrap();
+    let (host_end, eth0) = (link(&net.host, veth), link(&c, "eth0"));
+    assert_eq!(
+        host_end["ifindex"], eth0["ifindex"],
+        "the case this test is about"
+    );
+    assert_eq!(host_end["master"], BRIDGE, "{host_end}");
+    assert!(net.host.link_state(veth).0, "the host end is up");
+    assert_eq!(r["interfaces"][1]["mac"], host_end["address"]);
+    assert_eq!(r["interfaces"][2]["mac"], eth0["address"]);
+    let ip = r["ips"][0]["address"].as_str().unwrap();
+    assert_eq!(addrs(&c, "eth0"), vec![ip.to_string()]);
+}
+
 #[test]
 fn del_removes_the_veth_releases_the_ip_and_is_idempotent() {
     let net = Net::new();

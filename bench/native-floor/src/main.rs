@@ -35,6 +35,7 @@ use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth};
 use serde_json::{json, Value};
 use wasm_cni::caps::netns::Netns;
+use wasm_cni::caps::{new_link, peer_index};
 
 fn main() {
     match run() {
@@ -190,7 +191,7 @@ async fn bridge_add(
     let br = match link_by_name(hh, br_name).await? {
         Some(l) => l,
         None => {
-            let r = create(hh, LinkBridge::new(br_name).build()).await;
+            let r = new_link(hh, LinkBridge::new(br_name).build()).await;
             let echoed = match r {
                 Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => None,
                 r => r.context("create bridge")?,
@@ -220,19 +221,21 @@ async fn bridge_add(
             netlink_packet_route::link::InfoVeth::Peer(peer),
         ))
         .build();
-    let here = create(ch, msg)
-        .await
-        .context("create veth")?
-        .context("the kernel did not echo the new link (Linux < 6.3)")?;
+    let here = match new_link(ch, msg).await.context("create veth")? {
+        Some(l) => l,
+        None => link_by_name(ch, ifname).await?.context("veth vanished")?,
+    };
     let index = here.header.index;
-    let peer_index = here
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            LinkAttribute::Link(i) => Some(*i),
-            _ => None,
-        })
-        .context("the veth has no peer index")?;
+    let peer_index = match peer_index(&here) {
+        Some(i) => i,
+        None => {
+            link_by_name(hh, &peer_name)
+                .await?
+                .context("veth peer vanished")?
+                .header
+                .index
+        }
+    };
     // The host end: up, no router advertisements, enslaved, hairpin off.
     set_up(hh, peer_index, None).await?;
     sysctl(host, &format!("net/ipv6/conf/{peer_name}/accept_ra"), "0")?;
@@ -303,32 +306,6 @@ async fn bridge_add(
         "dns": {},
     })
     .to_string())
-}
-
-/// RTM_NEWLINK (create-exclusive) with NLM_F_ECHO: the new link as the kernel describes it,
-/// when it echoes (Linux ≥ 6.3), as the host asks for it.
-async fn create(
-    h: &Handle,
-    msg: LinkMessage,
-) -> std::result::Result<Option<LinkMessage>, rtnetlink::Error> {
-    use futures::StreamExt;
-    use netlink_packet_route::RouteNetlinkMessage;
-    use rtnetlink::packet_core::{
-        NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL,
-        NLM_F_REQUEST,
-    };
-    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(msg));
-    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO;
-    let mut responses = h.clone().request(req)?;
-    let mut created = None;
-    while let Some(m) = responses.next().await {
-        match m.payload {
-            NetlinkPayload::Error(e) => return Err(rtnetlink::Error::NetlinkError(e)),
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => created = Some(l),
-            _ => {}
-        }
-    }
-    Ok(created)
 }
 
 /// Write a sysctl under /proc/sys inside `ns` (as the host does: on the netns's worker).

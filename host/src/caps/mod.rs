@@ -10,6 +10,8 @@ mod firewall;
 pub(crate) mod ipam;
 pub mod netns;
 mod network;
+
+pub use network::{new_link, peer_index};
 mod store;
 
 use std::sync::Arc;

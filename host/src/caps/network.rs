@@ -265,6 +265,41 @@ fn sysctl_path(key: &str) -> NetResult<PathBuf> {
     Ok(Path::new("/proc/sys").join(parts.join("/")))
 }
 
+/// RTM_NEWLINK (create-exclusive) for `msg`, with NLM_F_ECHO: Linux ≥ 6.3 answers with the
+/// new link as it describes it (index, name and, for a veth, its peer's index in the peer's
+/// netns as IFLA_LINK), which saves looking it up; older kernels answer nothing (`None`).
+pub async fn new_link(
+    handle: &rtnetlink::Handle,
+    msg: LinkMessage,
+) -> Result<Option<LinkMessage>, rtnetlink::Error> {
+    use futures::StreamExt;
+    use netlink_packet_route::RouteNetlinkMessage;
+    use rtnetlink::packet_core::{
+        NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL,
+        NLM_F_REQUEST,
+    };
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(msg));
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO;
+    let mut responses = handle.clone().request(req)?;
+    let mut created = None;
+    while let Some(m) = responses.next().await {
+        match m.payload {
+            NetlinkPayload::Error(e) => return Err(rtnetlink::Error::NetlinkError(e)),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => created = Some(l),
+            _ => {}
+        }
+    }
+    Ok(created)
+}
+
+/// The peer's index a veth's link message names (IFLA_LINK).
+pub fn peer_index(msg: &LinkMessage) -> Option<u32> {
+    msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Link(i) => Some(*i),
+        _ => None,
+    })
+}
+
 impl Caps {
     fn netns(&self, res: &Resource<NetnsRes>) -> NetResult<Arc<Netns>> {
         self.table
@@ -342,38 +377,25 @@ impl Caps {
         }
     }
 
-    /// Create the link `msg` describes in `ns` (RTM_NEWLINK, create-exclusive) and return the
-    /// kernel's description of it: asked for with NLM_F_ECHO, which Linux ≥ 6.3 honours for a
-    /// new link (index, name and, for a veth, its peer's index), so no lookup follows; older
-    /// kernels echo nothing and the caller looks the link up by name.
+    /// Create a link in `ns` ([`new_link`]), audited as `op` on `target`, and return the
+    /// kernel's description of it; when the kernel echoes nothing (Linux < 6.3), the link
+    /// called `name` is looked up.
     fn add_link(
         &self,
         ns: &Netns,
         msg: LinkMessage,
-    ) -> Result<Option<LinkMessage>, rtnetlink::Error> {
-        use futures::StreamExt;
-        use netlink_packet_route::RouteNetlinkMessage;
-        use rtnetlink::packet_core::{
-            NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL,
-            NLM_F_REQUEST,
-        };
-        let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(msg));
-        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO;
-        let mut handle = ns.handle().clone();
-        self.block_on(async move {
-            let mut responses = handle.request(req)?;
-            let mut created = None;
-            while let Some(m) = responses.next().await {
-                match m.payload {
-                    NetlinkPayload::Error(e) => return Err(rtnetlink::Error::NetlinkError(e)),
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
-                        created = Some(l)
-                    }
-                    _ => {}
-                }
-            }
-            Ok(created)
-        })
+        (op, target): (&str, &str),
+        name: &str,
+    ) -> NetResult<LinkMessage> {
+        let r = self
+            .block_on(new_link(ns.handle(), msg))
+            .map_err(|e| nl_error(&format!("{op} {target}"), e));
+        match self.audited(op, target, r)? {
+            Some(m) => Ok(m),
+            None => self
+                .get_link(ns, None, Some(name))?
+                .ok_or_else(|| error(ErrorKind::Other, format!("{name} vanished after {op}"))),
+        }
     }
 
     /// In the host netns a link may only be touched when its name matches the policy's
@@ -666,34 +688,21 @@ impl network::HostNetns for Caps {
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
             .build();
         let target = format!("{name}<->{peer_name}");
-        let r = self
-            .add_link(&ns, msg)
-            .map_err(|e| nl_error(&format!("create veth {target}"), e));
-        let echoed = self.audited("veth-create", &target, r)?;
-        let vanished = |which: &str| error(ErrorKind::Other, format!("{which} vanished"));
-        // The echo names this end and, as its IFLA_LINK, the peer's index in the peer's netns.
-        let peer_index = echoed.as_ref().and_then(|m| {
-            m.attributes.iter().find_map(|a| match a {
-                LinkAttribute::Link(i) => Some(*i),
-                _ => None,
-            })
-        });
-        let here = match echoed {
-            Some(m) => self.push_link(ns, &m)?,
-            None => {
-                let m = self.get_link(&ns, None, Some(&name))?;
-                self.push_link(ns, &m.ok_or_else(|| vanished(&format!("veth {name}")))?)?
-            }
-        };
-        let there = match peer_index {
+        let created = self.add_link(&ns, msg, ("veth-create", &target), &name)?;
+        // The peer's index (IFLA_LINK, also in a looked-up message). Older kernels leave it
+        // out when both ends have the same index (in two namespaces; `ip` then shows no
+        // `@ifN`): the peer is looked up by name.
+        let there = match peer_index(&created) {
             Some(index) => self.push_link_named(peer_ns, index, peer_name)?,
             None => {
                 let m = self.get_link(&peer_ns, None, Some(&peer_name))?;
-                let m = m.ok_or_else(|| vanished(&format!("veth peer {peer_name}")))?;
+                let m = m.ok_or_else(|| {
+                    error(ErrorKind::Other, format!("veth peer {peer_name} vanished"))
+                })?;
                 self.push_link(peer_ns, &m)?
             }
         };
-        Ok((here, there))
+        Ok((self.push_link(ns, &created)?, there))
     }
 
     fn create_bridge(
@@ -716,16 +725,8 @@ impl network::HostNetns for Caps {
         if let Some(mtu) = mtu {
             b = b.mtu(mtu);
         }
-        let r = self
-            .add_link(&ns, b.build())
-            .map_err(|e| nl_error(&format!("create bridge {name}"), e));
-        let msg = match self.audited("bridge-create", &name, r)? {
-            Some(m) => m,
-            None => self
-                .get_link(&ns, None, Some(&name))?
-                .ok_or_else(|| error(ErrorKind::Other, format!("bridge {name} vanished")))?,
-        };
-        self.push_link(ns, &msg)
+        let created = self.add_link(&ns, b.build(), ("bridge-create", &name), &name)?;
+        self.push_link(ns, &created)
     }
 
     fn routes(&mut self, ns: Resource<NetnsRes>, ipv6: bool) -> NetResult<Vec<RouteInfo>> {
