@@ -40,7 +40,6 @@ impl WasiView for State {
 /// not need. (Building it on another thread while the artifact loads was measured slower on 2
 /// cores: the artifact load lost more to the extra thread than linking saved.)
 struct Linked {
-    engine: Engine,
     linker: Linker<State>,
     /// The interfaces (names without version) linked so far.
     added: Vec<&'static str>,
@@ -78,19 +77,18 @@ fn interfaces() -> impl Iterator<Item = (&'static str, super::wasi::Adder<State>
 /// that are not linked yet. An import no interface provides is left to instantiation to refuse
 /// (with the error naming it), as is an interface of another version.
 fn instantiate(store: &mut Store<State>, component: &Component) -> wasmtime::Result<Plugin> {
+    // One engine per process (super::engine), so one linker serves every store.
     let engine = store.engine().clone();
     let mut slot = LINKER.lock().unwrap_or_else(|e| e.into_inner());
-    if !slot
-        .as_ref()
-        .is_some_and(|l| Engine::same(&l.engine, &engine))
-    {
-        *slot = Some(Linked {
-            linker: Linker::new(&engine),
-            engine: engine.clone(),
-            added: Vec::new(),
-        });
+    let linked = slot.get_or_insert_with(|| Linked {
+        linker: Linker::new(&engine),
+        added: Vec::new(),
+    });
+    if !Engine::same(linked.linker.engine(), &engine) {
+        return Err(wasmtime::format_err!(
+            "a store of another engine than the process's"
+        ));
     }
-    let linked = slot.as_mut().expect("set above");
     for (import, _) in component.component_type().imports(&engine) {
         let name = import.split('@').next().unwrap_or(import);
         if linked.added.contains(&name) {
