@@ -12,6 +12,7 @@
 //! - [`log`]: the host's structured log.
 //! - [`cli`]: operator tooling (`inspect`, `validate`).
 
+pub mod alloc;
 pub mod caps;
 pub mod cli;
 pub mod cni;
@@ -21,10 +22,4 @@ pub mod plugin;
 pub mod policy;
 pub mod sandbox;
 
-/// The memory allocator of the host binaries (`wasm-cni`, `wasm-cni-compile`), which are
-/// static musl executables (xtask `host_build`: glibc's start-up alone costs ~0.3 ms per exec
-/// in a VM). musl's own malloc made an exec's work ~40% slower (artifact load 240 → 450 µs);
-/// mimalloc reserved a 1 GiB arena with huge pages and read sysfs at start. Doug Lea's
-/// allocator (Rust port) needs no start-up and no C: a loopback ADD is then as fast as with
-/// glibc's malloc and its peak RSS smaller (docs/bench.md). Tests keep the system allocator.
-pub type Allocator = dlmalloc::GlobalDlmalloc;
+pub use alloc::Allocator;

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use wasm_cni::plugin::{self, Plugin};
 
 #[global_allocator]
-static ALLOC: wasm_cni::Allocator = dlmalloc::GlobalDlmalloc;
+static ALLOC: wasm_cni::Allocator = wasm_cni::Allocator::new();
 
 const USAGE: &str = "usage: wasm-cni run <module.wasm>   (CNI_* env and the config on stdin)
        wasm-cni inspect <plugin | module.wasm>

@@ -37,6 +37,10 @@ use serde_json::{json, Value};
 use wasm_cni::caps::netns::Netns;
 use wasm_cni::caps::{new_link, peer_index};
 
+/// The host's allocator, so that the floor differs from `wasm-cni` only by the sandbox.
+#[global_allocator]
+static ALLOC: wasm_cni::Allocator = wasm_cni::Allocator::new();
+
 fn main() {
     match run() {
         Ok(out) => {

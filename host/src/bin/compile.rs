@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 #[global_allocator]
-static ALLOC: wasm_cni::Allocator = dlmalloc::GlobalDlmalloc;
+static ALLOC: wasm_cni::Allocator = wasm_cni::Allocator::new();
 
 fn main() -> ExitCode {
     let modules: Vec<String> = std::env::args().skip(1).collect();
