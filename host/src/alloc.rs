@@ -6,60 +6,86 @@
 //! `dlmalloc` crate, pure Rust) needs no start-up: a loopback ADD is as fast as with glibc's
 //! malloc and its peak RSS smaller (docs/bench.md).
 //!
-//! The crate's own global wrapper guards the heap with a pthread mutex; an exec makes tens of
+//! The crate's own global wrapper guards one heap with a pthread mutex; an exec makes tens of
 //! thousands of small allocations (wasmtime deserializes an artifact's metadata into many small
 //! vectors and strings), and musl's mutex is a few calls deep: lock and unlock were ~9% of an
-//! exec's user time in a profile of bridge ADDs. This guards the same heap with a spin lock
-//! instead: one atomic swap to take it when free, which it almost always is (an exec has at
-//! most two threads allocating: the main one and the IPAM prefetch). A waiter spins briefly and
-//! then yields its core, so a holder that was preempted gets to run.
+//! exec's user time in a profile of bridge ADDs. And one heap serializes threads: an exec loads
+//! its plugin's artifact on one thread while the main thread parses the request and links the
+//! sandbox's interfaces, and a delegating plugin's IPAM artifact loads on a third.
 //!
-//! The heap takes memory from the kernel in steps of 1 MiB (dlmalloc's default is 64 KiB, one
-//! `mmap` each) and never gives it back: the binaries are one-shot processes, and returning
-//! segments cost an exec `munmap`s (with TLB shootdowns once a second thread runs) for memory
-//! the exit frees anyway. Untouched pages of a step are never resident, so peak RSS does not
-//! grow with the step.
+//! So every thread gets a heap of its own ([`HEAPS`] of them, handed out round-robin on a
+//! thread's first allocation), each a `Dlmalloc` behind a spin lock that its thread almost
+//! always finds free: one compare-exchange. A block is freed into the heap it came from, found
+//! by its address: each heap takes its memory from a reservation of address space of its own
+//! ([`SPAN`]), so a free from another thread (a result handed over by a helper thread) takes
+//! the owner's lock. A waiter spins briefly, then yields its core, so a
+//! holder that was preempted gets to run.
+//!
+//! A heap takes memory from its span in steps of 1 MiB (dlmalloc's default is 64 KiB, one
+//! system call each) and never gives it back: the binaries are one-shot processes, and
+//! returning segments cost an exec `munmap`s (with TLB shootdowns once a second thread runs)
+//! for memory the exit frees anyway. Steps are contiguous, so dlmalloc grows its top chunk
+//! instead of adding segments. The reservation is `PROT_NONE` and `MAP_NORESERVE` (address
+//! space only, no memory, no commit charge); a step is made readable and writable when taken,
+//! and untouched pages of it are never resident, so peak RSS does not grow with the step.
 //!
 //! Tests keep the system allocator.
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::cell::{Cell, UnsafeCell};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use dlmalloc::Dlmalloc;
 
-/// How much the heap grows by at least, each time it asks the kernel for memory.
+/// How many heaps: the main thread, the netns worker, the artifact loader and the IPAM
+/// prefetch each get their own in an exec.
+pub const HEAPS: usize = 4;
+/// The address space of one heap: far beyond what any exec or compile allocates.
+pub const SPAN: usize = 16 << 30;
+/// How much a heap grows by at least, each time it takes memory from its span.
 const GROWTH: usize = 1 << 20;
 
-/// The global allocator: one `Dlmalloc` heap behind a spin lock.
-pub struct Allocator {
-    locked: AtomicBool,
-    heap: UnsafeCell<Dlmalloc<Pages>>,
+/// Which heap the next thread gets.
+static NEXT_HEAP: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's heap; `HEAPS` until its first allocation.
+    static MY_HEAP: Cell<usize> = const { Cell::new(HEAPS) };
 }
 
-/// Where the heap's memory comes from: anonymous private mappings, kept until the exit.
-pub struct Pages;
+/// Where one heap's memory comes from: the next piece of its span (see [`Heap::reserve`]).
+pub struct Pages {
+    /// The span's start; 0 until reserved.
+    base: AtomicUsize,
+    /// How much of the span is taken.
+    used: AtomicUsize,
+}
 
-// SAFETY: `alloc` returns fresh zeroed mappings of the size it reports; nothing is released,
-// so no region dlmalloc still uses is ever unmapped.
+// SAFETY: `alloc` returns fresh zeroed memory of the size it reports, from this heap's span
+// only; nothing is released, so no region dlmalloc still uses is ever unmapped.
 unsafe impl dlmalloc::Allocator for Pages {
     fn alloc(&self, size: usize) -> (*mut u8, usize, u32) {
-        // SAFETY: a fresh anonymous mapping; no existing memory is touched.
-        let addr = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
+        let fail = (core::ptr::null_mut(), 0, 0);
+        let base = self.base.load(Ordering::Relaxed);
+        let used = self.used.load(Ordering::Relaxed);
+        if base == 0 || size > SPAN - used {
+            return fail;
+        }
+        let start = base + used;
+        // SAFETY: the range lies in this heap's span of our reservation and was never handed
+        // out; making it accessible touches no memory in use.
+        let ok = unsafe {
+            libc::mprotect(
+                start as *mut libc::c_void,
                 size,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
             )
-        };
-        if addr == libc::MAP_FAILED {
-            (core::ptr::null_mut(), 0, 0)
-        } else {
-            (addr.cast(), size, 0)
+        } == 0;
+        if !ok {
+            return fail;
         }
+        self.used.store(used + size, Ordering::Relaxed);
+        (start as *mut u8, size, 0)
     }
 
     fn remap(&self, _ptr: *mut u8, _old: usize, _new: usize, _can_move: bool) -> *mut u8 {
@@ -91,17 +117,56 @@ unsafe impl dlmalloc::Allocator for Pages {
     }
 }
 
-// SAFETY: the heap is only reached with `locked` held (see `with`).
-unsafe impl Sync for Allocator {}
+/// One `Dlmalloc` heap behind a spin lock.
+struct Heap {
+    locked: AtomicBool,
+    /// The start of the heap's span of address space; 0 until its first allocation. Read
+    /// without the lock by whoever frees a block (see [`Allocator::owner`]).
+    span: AtomicUsize,
+    dl: UnsafeCell<Dlmalloc<Pages>>,
+}
 
-impl Allocator {
-    pub const fn new() -> Allocator {
-        let mut heap = Dlmalloc::new_with_allocator(Pages);
-        assert!(heap.set_granularity(GROWTH));
-        Allocator {
+impl Heap {
+    const fn new() -> Heap {
+        let mut dl = Dlmalloc::new_with_allocator(Pages {
+            base: AtomicUsize::new(0),
+            used: AtomicUsize::new(0),
+        });
+        assert!(dl.set_granularity(GROWTH));
+        Heap {
             locked: AtomicBool::new(false),
-            heap: UnsafeCell::new(heap),
+            span: AtomicUsize::new(0),
+            dl: UnsafeCell::new(dl),
         }
+    }
+
+    /// Reserve the heap's span on its first use: `PROT_NONE` and `MAP_NORESERVE`, address
+    /// space only. Called with the lock held. On failure the span stays 0 and the heap's
+    /// allocations fail.
+    #[cold]
+    fn reserve(&self, dl: &mut Dlmalloc<Pages>) {
+        // SAFETY: a fresh anonymous mapping without access: no memory in use is touched.
+        let addr = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                SPAN,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if addr != libc::MAP_FAILED {
+            dl.allocator().base.store(addr as usize, Ordering::Relaxed);
+            self.span.store(addr as usize, Ordering::Release);
+        }
+    }
+
+    /// Whether `ptr` lies in this heap's span.
+    #[inline]
+    fn holds(&self, ptr: *mut u8) -> bool {
+        let span = self.span.load(Ordering::Acquire);
+        span != 0 && (ptr as usize).wrapping_sub(span) < SPAN
     }
 
     #[inline]
@@ -113,8 +178,12 @@ impl Allocator {
         {
             self.wait();
         }
-        // SAFETY: `locked` is held, so no other thread is in the heap.
-        let out = f(unsafe { &mut *self.heap.get() });
+        // SAFETY: `locked` is held, so no other thread is in this heap.
+        let dl = unsafe { &mut *self.dl.get() };
+        if self.span.load(Ordering::Relaxed) == 0 {
+            self.reserve(dl);
+        }
+        let out = f(dl);
         self.locked.store(false, Ordering::Release);
         out
     }
@@ -147,6 +216,57 @@ impl Allocator {
     }
 }
 
+impl Drop for Heap {
+    fn drop(&mut self) {
+        let span = *self.span.get_mut();
+        if span != 0 {
+            // SAFETY: the heap is gone, and with it every block of its span.
+            unsafe { libc::munmap(span as *mut libc::c_void, SPAN) };
+        }
+    }
+}
+
+/// The global allocator: a heap per thread (see the module's documentation).
+pub struct Allocator {
+    heaps: [Heap; HEAPS],
+}
+
+// SAFETY: a heap is only reached with its lock held (see `Heap::with`).
+unsafe impl Sync for Allocator {}
+
+impl Allocator {
+    pub const fn new() -> Allocator {
+        Allocator {
+            heaps: [Heap::new(), Heap::new(), Heap::new(), Heap::new()],
+        }
+    }
+
+    /// The calling thread's heap.
+    #[inline]
+    fn mine(&self) -> &Heap {
+        let i = MY_HEAP
+            .try_with(|h| {
+                let mut i = h.get();
+                if i == HEAPS {
+                    i = NEXT_HEAP.fetch_add(1, Ordering::Relaxed) % HEAPS;
+                    h.set(i);
+                }
+                i
+            })
+            .unwrap_or(0);
+        &self.heaps[i]
+    }
+
+    /// The heap `ptr` came from.
+    #[inline]
+    fn owner(&self, ptr: *mut u8) -> &Heap {
+        self.heaps
+            .iter()
+            .find(|h| h.holds(ptr))
+            .unwrap_or(&self.heaps[0])
+    }
+}
+
 impl Default for Allocator {
     fn default() -> Allocator {
         Allocator::new()
@@ -157,25 +277,30 @@ unsafe impl GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: GlobalAlloc's contract is dlmalloc's.
-        self.with(|heap| unsafe { heap.malloc(layout.size(), layout.align()) })
+        self.mine()
+            .with(|heap| unsafe { heap.malloc(layout.size(), layout.align()) })
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from this heap with `layout` (GlobalAlloc's contract).
-        self.with(|heap| unsafe { heap.free(ptr, layout.size(), layout.align()) })
+        // SAFETY: `ptr` came from its owner heap with `layout` (GlobalAlloc's contract).
+        self.owner(ptr)
+            .with(|heap| unsafe { heap.free(ptr, layout.size(), layout.align()) })
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as `alloc`.
-        self.with(|heap| unsafe { heap.calloc(layout.size(), layout.align()) })
+        self.mine()
+            .with(|heap| unsafe { heap.calloc(layout.size(), layout.align()) })
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: as `dealloc`; `new_size` is non-zero (GlobalAlloc's contract).
-        self.with(|heap| unsafe { heap.realloc(ptr, layout.size(), layout.align(), new_size) })
+        // SAFETY: as `dealloc`; `new_size` is non-zero (GlobalAlloc's contract). The block
+        // stays in (or moves within) the heap it came from.
+        self.owner(ptr)
+            .with(|heap| unsafe { heap.realloc(ptr, layout.size(), layout.align(), new_size) })
     }
 }
 
@@ -215,6 +340,53 @@ mod tests {
             .collect();
         for t in threads {
             t.join().expect("thread");
+        }
+    }
+
+    #[test]
+    fn threads_get_heaps_of_their_own_and_free_into_the_owner() {
+        let alloc = Arc::new(Allocator::new());
+        let layout = Layout::from_size_align(100, 8).expect("layout");
+        // SAFETY: non-zero sizes; every block is freed once, with its layout.
+        unsafe {
+            let here = alloc.alloc(layout);
+            let h = alloc.owner(here);
+            assert!(h.holds(here));
+            // Threads get heaps round-robin (other tests' threads count too): one of a few
+            // new threads gets another heap than this one.
+            let mut there = core::ptr::null_mut();
+            for _ in 0..64 {
+                let alloc2 = alloc.clone();
+                let p = std::thread::spawn(move || alloc2.alloc(layout) as usize)
+                    .join()
+                    .expect("thread") as *mut u8;
+                if std::ptr::eq(alloc.owner(p), h) {
+                    alloc.dealloc(p, layout);
+                } else {
+                    there = p;
+                    break;
+                }
+            }
+            assert!(
+                !there.is_null(),
+                "new threads all shared this thread's heap"
+            );
+            let t = alloc.owner(there);
+            assert!(t.holds(there) && !h.holds(there));
+            // Freed and reallocated from this thread: the block goes back to its owner.
+            there.write_bytes(7, 100);
+            let grown = alloc.realloc(there, layout, 5000);
+            assert!(t.holds(grown), "realloc moved a block out of its heap");
+            assert!(std::slice::from_raw_parts(grown, 100)
+                .iter()
+                .all(|b| *b == 7));
+            alloc.dealloc(grown, Layout::from_size_align(5000, 8).expect("layout"));
+            alloc.dealloc(here, layout);
+            // A block larger than a growth step spans several contiguous steps.
+            let big = Layout::from_size_align(3 << 20, 4096).expect("layout");
+            let p = alloc.alloc_zeroed(big);
+            assert!(!p.is_null() && alloc.owner(p).holds(p.add(big.size() - 1)));
+            alloc.dealloc(p, big);
         }
     }
 

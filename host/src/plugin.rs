@@ -13,6 +13,7 @@ use crate::caps::netns::{Netns, OpenError, Opening};
 use crate::caps::Caps;
 use crate::cni::{self, Command, Output, Parsed, Request};
 use crate::log::{trace, Level, Logger};
+use crate::parallel::{self, Place, Task};
 use crate::policy::{self, Policy};
 use crate::sandbox::{self, artifact, Artifact, GuestKind};
 
@@ -89,6 +90,16 @@ pub fn exec(
     env: impl Fn(&str) -> Option<String>,
     stdin: &mut impl Read,
 ) -> Output {
+    // The artifact starts loading on another thread at once, while this one reads the request
+    // and the policy and links the sandbox's interfaces (see [`load_ahead`]). Not for VERSION
+    // or a bare exec without a command: those run no guest.
+    let command = env("CNI_COMMAND");
+    if command
+        .as_deref()
+        .is_some_and(|c| c != "VERSION" && !c.is_empty())
+    {
+        load_ahead(&plugin.module);
+    }
     let req = match cni::parse(&env, stdin) {
         Ok(Parsed::About) => {
             eprintln!("{}", cni::about(&plugin.name));
@@ -214,6 +225,12 @@ pub fn run_request(
         }
     };
     trace::mark("runtime");
+    // Link while the artifact may still be loading: the time is otherwise spent waiting.
+    if !is_loaded(&plugin.module) {
+        sandbox::component::link_all(engine)
+            .map_err(|e| internal(format!("linking the sandbox's interfaces: {e:#}")))?;
+        trace::mark("link-ahead");
+    }
     let (artifact, digest) = load(engine, plugin, logger)?;
     trace::mark("artifact");
     let decision = policy::decide(policy, &plugin.name, &digest, &artifact.capabilities);
@@ -235,10 +252,10 @@ pub fn run_request(
             // Called once the guest is instantiated: the worker entering the container netns
             // had the artifact load and the instantiation to get there. The IPAM plugin's
             // artifact starts loading on another thread now, while the guest runs until it
-            // delegates: not earlier, because loading an artifact, linking and instantiating
-            // all allocate a lot and the allocator has one lock (crate::Allocator). Measured
-            // (40 traced bridge ADDs each): started with the exec, the bridge's artifact load
-            // took 625 µs instead of 360 and the phases 3.74 ms; started here, 3.50 ms.
+            // delegates. Started with the exec instead (on the main thread's CPU, idle while it
+            // waits for its own artifact), 80 interleaved bridge ADDs took 3.63 ms instead of
+            // 3.56: the two loads compete for the cores. (Measured when the allocator still had
+            // one lock: the bridge's artifact load took 625 µs instead of 360.)
             let running = std::cell::RefCell::new(None);
             let netns = || {
                 let netns = match container {
@@ -368,13 +385,59 @@ type Loaded = Result<(Artifact, String), artifact::Stale>;
 
 thread_local! {
     /// Artifacts being loaded ahead of their run, by module path.
-    static PREFETCHED: std::cell::RefCell<Vec<(PathBuf, std::thread::JoinHandle<Loaded>)>> =
+    static PREFETCHED: std::cell::RefCell<Vec<(PathBuf, Task<Option<Loaded>>)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Start loading the artifact of `module` on another thread (see [`load`]): it only opens,
+/// maps and verifies files and registers the code with the engine; it never compiles and never
+/// runs anything, and what it finds (a stale or missing artifact too) counts only once the
+/// request and the policy have been checked.
+fn load_ahead(module: &Path) {
+    let path = module.to_path_buf();
+    let builder = std::thread::Builder::new().name("wasm-cni-load".into());
+    let loading = parallel::task(
+        builder,
+        Place::Elsewhere,
+        sandbox::is_one_shot(),
+        move || {
+            // Without an engine the exec fails before it needs the artifact (`run`).
+            let engine = sandbox::engine().ok()?;
+            Some(artifact::load(
+                &engine,
+                &artifact::artifact_path(&path),
+                &path,
+            ))
+        },
+    );
+    if let Ok(loading) = loading {
+        prefetching(module.to_path_buf(), loading);
+    }
+}
+
+/// Remember a load under way; it replaces one of the same module that was never picked up
+/// (an earlier exec in this process that failed before it needed its artifact).
+fn prefetching(module: PathBuf, loading: Task<Option<Loaded>>) {
+    PREFETCHED.with(|p| {
+        let mut p = p.borrow_mut();
+        p.retain(|(m, _)| *m != module);
+        p.push((module, loading));
+    });
+}
+
+/// Whether the artifact of `module` is loaded already (or no load of it is under way).
+fn is_loaded(module: &Path) -> bool {
+    PREFETCHED.with(|p| {
+        p.borrow_mut()
+            .iter_mut()
+            .find(|(m, _)| m == module)
+            .is_none_or(|(_, loading)| loading.is_finished())
+    })
+}
+
 /// When the config delegates to a wasm IPAM plugin (`ipam.type`), load that plugin's
-/// artifact on another thread while this plugin's guest runs: the delegation then finds
-/// it ready (see [`load`]). Only loads and verifies; never compiles, never runs anything.
+/// artifact on another thread while this plugin's guest runs: the delegation then finds it
+/// ready (see [`load`]). Only loads and verifies; never compiles, never runs anything.
 fn prefetch_ipam(engine: &Engine, req: &Request) {
     let ipam_type = req.config.ipam.as_ref().and_then(|i| i.get("type"));
     let Some(ipam_type) = ipam_type.and_then(|t| t.as_str()) else {
@@ -386,22 +449,31 @@ fn prefetch_ipam(engine: &Engine, req: &Request) {
     let module = Plugin::from_argv0(&link.to_string_lossy(), None).module;
     let (engine, path) = (engine.clone(), module.clone());
     let builder = std::thread::Builder::new().name("wasm-cni-prefetch".into());
-    let loading = crate::parallel::spawn(builder, move || {
-        artifact::load(&engine, &artifact::artifact_path(&path), &path)
-    });
+    let loading = parallel::task(
+        builder,
+        Place::Elsewhere,
+        sandbox::is_one_shot(),
+        move || {
+            Some(artifact::load(
+                &engine,
+                &artifact::artifact_path(&path),
+                &path,
+            ))
+        },
+    );
     if let Ok(loading) = loading {
-        PREFETCHED.with(|p| p.borrow_mut().push((module, loading)));
+        prefetching(module, loading);
     }
 }
 
-/// The prefetched artifact of `module`, if one was started and it loaded.
-fn prefetched(module: &Path) -> Option<(Artifact, String)> {
+/// What loading `module`'s artifact ahead found, if a load was started (and did not panic).
+fn prefetched(module: &Path) -> Option<Loaded> {
     let loading = PREFETCHED.with(|p| {
         let mut p = p.borrow_mut();
         let i = p.iter().position(|(m, _)| m == module)?;
         Some(p.swap_remove(i).1)
     })?;
-    loading.join().ok()?.ok()
+    loading.wait().flatten()
 }
 
 /// Load the plugin's precompiled artifact; when it is missing or stale, compile it with the
@@ -415,11 +487,10 @@ fn load(engine: &Engine, plugin: &Plugin, logger: &Logger) -> Result<(Artifact, 
             plugin.module.display()
         ))
     })?;
-    if let Some(loaded) = prefetched(&plugin.module) {
-        return Ok(loaded);
-    }
     let path = artifact::artifact_path(&plugin.module);
-    let stale = match artifact::load(engine, &path, &plugin.module) {
+    let loaded =
+        prefetched(&plugin.module).unwrap_or_else(|| artifact::load(engine, &path, &plugin.module));
+    let stale = match loaded {
         Ok(loaded) => return Ok(loaded),
         Err(stale) => stale,
     };

@@ -184,8 +184,8 @@ impl Worker {
         let builder = std::thread::Builder::new()
             .name("wasm-cni-netns".into())
             .stack_size(256 << 10);
-        // Started on another CPU: it enters the netns while the caller loads the artifact.
-        crate::parallel::spawn(builder, move || {
+        // It enters the netns while the caller waits for the artifact (see crate::parallel).
+        crate::parallel::spawn_here(builder, move || {
             // SAFETY: setns on this dedicated thread only; nothing but this worker's jobs
             // ever runs on it. The thread owns the fd it enters.
             let entered = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };

@@ -73,6 +73,36 @@ fn interfaces() -> impl Iterator<Item = (&'static str, super::wasi::Adder<State>
     caps.into_iter().chain(super::wasi::interfaces::<State>())
 }
 
+/// Link every interface a plugin may import, as far as not linked yet. An exec does this while
+/// its plugin's artifact is still loading on another thread: linking first what the component
+/// imports would wait for the load. A linked interface grants nothing by itself: a guest
+/// reaches only what its component imports, and the capabilities check every call.
+pub fn link_all(engine: &Engine) -> wasmtime::Result<()> {
+    let mut slot = LINKER.lock().unwrap_or_else(|e| e.into_inner());
+    let linked = linked(&mut slot, engine)?;
+    for (name, add) in interfaces() {
+        if !linked.added.contains(&name) {
+            add(&mut linked.linker)?;
+            linked.added.push(name);
+        }
+    }
+    Ok(())
+}
+
+/// The process's linker, made on first use; refuses a store of another engine.
+fn linked<'a>(slot: &'a mut Option<Linked>, engine: &Engine) -> wasmtime::Result<&'a mut Linked> {
+    let linked = slot.get_or_insert_with(|| Linked {
+        linker: Linker::new(engine),
+        added: Vec::new(),
+    });
+    if !Engine::same(linked.linker.engine(), engine) {
+        return Err(wasmtime::format_err!(
+            "a store of another engine than the process's"
+        ));
+    }
+    Ok(linked)
+}
+
 /// Instantiate `component` with the process's linker, first linking the interfaces it imports
 /// that are not linked yet. An import no interface provides is left to instantiation to refuse
 /// (with the error naming it), as is an interface of another version.
@@ -80,23 +110,19 @@ fn instantiate(store: &mut Store<State>, component: &Component) -> wasmtime::Res
     // One engine per process (super::engine), so one linker serves every store.
     let engine = store.engine().clone();
     let mut slot = LINKER.lock().unwrap_or_else(|e| e.into_inner());
-    let linked = slot.get_or_insert_with(|| Linked {
-        linker: Linker::new(&engine),
-        added: Vec::new(),
-    });
-    if !Engine::same(linked.linker.engine(), &engine) {
-        return Err(wasmtime::format_err!(
-            "a store of another engine than the process's"
-        ));
-    }
-    for (import, _) in component.component_type().imports(&engine) {
-        let name = import.split('@').next().unwrap_or(import);
-        if linked.added.contains(&name) {
-            continue;
-        }
-        if let Some((name, add)) = interfaces().find(|(n, _)| *n == name) {
-            add(&mut linked.linker)?;
-            linked.added.push(name);
+    let linked = linked(&mut slot, &engine)?;
+    // Linked ahead (`link_all`): nothing to look up.
+    if linked.added.len() < interfaces().count() {
+        let ty = component.component_type();
+        for (import, _) in ty.imports(&engine) {
+            let name = import.split('@').next().unwrap_or(import);
+            if linked.added.contains(&name) {
+                continue;
+            }
+            if let Some((name, add)) = interfaces().find(|(n, _)| *n == name) {
+                add(&mut linked.linker)?;
+                linked.added.push(name);
+            }
         }
     }
     crate::log::trace::mark("link");

@@ -64,6 +64,11 @@ pub fn set_one_shot() {
     ONE_SHOT.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Whether this process is one exec that exits right after its answer ([`set_one_shot`]).
+pub fn is_one_shot() -> bool {
+    ONE_SHOT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Done with `v`: dropped, or in a one-shot exec left for the process exit to reclaim.
 pub fn retire<T>(v: T) {
     if ONE_SHOT.load(std::sync::atomic::Ordering::Relaxed) {
