@@ -14,7 +14,7 @@ use crate::caps::Caps;
 use crate::cni::{self, Command, Output, Parsed, Request};
 use crate::log::{trace, Level, Logger};
 use crate::parallel::{self, Place, Task};
-use crate::policy::{self, Policy};
+use crate::policy::{self, Limits, Policy};
 use crate::sandbox::{self, artifact, Artifact, GuestKind};
 
 /// The name of the install-time compiler, installed beside `wasm-cni`.
@@ -231,7 +231,7 @@ pub fn run_request(
             .map_err(|e| internal(format!("linking the sandbox's interfaces: {e:#}")))?;
         trace::mark("link-ahead");
     }
-    let (artifact, digest) = load(engine, plugin, logger)?;
+    let (artifact, digest, ready) = load(engine, plugin, logger)?;
     trace::mark("artifact");
     let decision = policy::decide(policy, &plugin.name, &digest, &artifact.capabilities);
     let (grants, limits) = decision.map_err(|refusal| {
@@ -261,7 +261,7 @@ pub fn run_request(
                 let netns = match container {
                     ContainerNetns::Inherited(netns) => netns,
                     ContainerNetns::Opening(opening) => {
-                        prefetch_ipam(engine, &req);
+                        prefetch_ipam(engine, &req, &rt, policy, logger);
                         finish_netns(&req, opening, &rt)?
                     }
                 };
@@ -278,15 +278,21 @@ pub fn run_request(
                 grants,
                 logger.clone(),
             );
-            let result = sandbox::run_component(
-                engine,
-                &artifact.component,
-                &req,
-                netns,
-                caps,
-                &limits,
-                logger,
-            )?;
+            let result = match ready {
+                // Made ready ahead under the same policy decision: it gets its capabilities now.
+                Some((ready_limits, ready)) if ready_limits == limits => {
+                    sandbox::component::run_ready(ready, &req, netns, Some(caps), &limits, logger)?
+                }
+                _ => sandbox::run_component(
+                    engine,
+                    &artifact.component,
+                    &req,
+                    netns,
+                    caps,
+                    &limits,
+                    logger,
+                )?,
+            };
             result.map(Answer::Typed).unwrap_or(Answer::Nothing)
         }
     };
@@ -383,9 +389,19 @@ fn finish_netns(
 
 type Loaded = Result<(Artifact, String), artifact::Stale>;
 
+/// What a helper thread did ahead for a plugin run: its artifact loaded and, for an IPAM
+/// plugin, instantiated under the limits of its policy decision.
+struct Fetched {
+    loaded: Loaded,
+    ready: Ready,
+}
+
+/// A plugin instantiated ahead and the limits it was made under (see [`prefetch_ipam`]).
+type Ready = Option<(Limits, sandbox::component::Ready)>;
+
 thread_local! {
     /// Artifacts being loaded ahead of their run, by module path.
-    static PREFETCHED: std::cell::RefCell<Vec<(PathBuf, Task<Option<Loaded>>)>> =
+    static PREFETCHED: std::cell::RefCell<Vec<(PathBuf, Task<Option<Fetched>>)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -403,11 +419,11 @@ fn load_ahead(module: &Path) {
         move || {
             // Without an engine the exec fails before it needs the artifact (`run`).
             let engine = sandbox::engine().ok()?;
-            Some(artifact::load(
-                &engine,
-                &artifact::artifact_path(&path),
-                &path,
-            ))
+            let loaded = artifact::load(&engine, &artifact::artifact_path(&path), &path);
+            Some(Fetched {
+                loaded,
+                ready: None,
+            })
         },
     );
     if let Ok(loading) = loading {
@@ -417,7 +433,7 @@ fn load_ahead(module: &Path) {
 
 /// Remember a load under way; it replaces one of the same module that was never picked up
 /// (an earlier exec in this process that failed before it needed its artifact).
-fn prefetching(module: PathBuf, loading: Task<Option<Loaded>>) {
+fn prefetching(module: PathBuf, loading: Task<Option<Fetched>>) {
     PREFETCHED.with(|p| {
         let mut p = p.borrow_mut();
         p.retain(|(m, _)| *m != module);
@@ -435,10 +451,18 @@ fn is_loaded(module: &Path) -> bool {
     })
 }
 
-/// When the config delegates to a wasm IPAM plugin (`ipam.type`), load that plugin's
-/// artifact on another thread while this plugin's guest runs: the delegation then finds it
-/// ready (see [`load`]). Only loads and verifies; never compiles, never runs anything.
-fn prefetch_ipam(engine: &Engine, req: &Request) {
+/// When the config delegates to a wasm IPAM plugin (`ipam.type`), make that plugin ready on
+/// another thread while this plugin's guest runs: its artifact loaded and, when the policy
+/// lets it run, instantiated with no capabilities yet (the delegation gives it its own, see
+/// [`run_request`]). The delegation then finds it ready (see [`load`]). Never compiles, and
+/// runs no more of the plugin than its instantiation.
+fn prefetch_ipam(
+    engine: &Engine,
+    req: &Arc<Request>,
+    rt: &Arc<tokio::runtime::Runtime>,
+    policy: Option<&Policy>,
+    logger: &Logger,
+) {
     let ipam_type = req.config.ipam.as_ref().and_then(|i| i.get("type"));
     let Some(ipam_type) = ipam_type.and_then(|t| t.as_str()) else {
         return;
@@ -446,19 +470,50 @@ fn prefetch_ipam(engine: &Engine, req: &Request) {
     let Some(link) = crate::caps::ipam::find_wasm_plugin(&req.path, ipam_type) else {
         return;
     };
-    let module = Plugin::from_argv0(&link.to_string_lossy(), None).module;
-    let (engine, path) = (engine.clone(), module.clone());
+    let plugin = Plugin::from_argv0(&link.to_string_lossy(), None);
+    let module = plugin.module.clone();
+    let (engine, req, rt, policy) = (engine.clone(), req.clone(), rt.clone(), policy.cloned());
+    let logger = Logger {
+        plugin: plugin.name.clone(),
+        ..logger.clone()
+    };
     let builder = std::thread::Builder::new().name("wasm-cni-prefetch".into());
     let loading = parallel::task(
         builder,
         Place::Elsewhere,
         sandbox::is_one_shot(),
         move || {
-            Some(artifact::load(
-                &engine,
-                &artifact::artifact_path(&path),
-                &path,
-            ))
+            let path = &plugin.module;
+            let loaded = artifact::load(&engine, &artifact::artifact_path(path), path);
+            let ready = match &loaded {
+                Ok((artifact, digest)) if artifact.kind == GuestKind::Plugin => policy::decide(
+                    policy.as_ref(),
+                    &plugin.name,
+                    digest,
+                    &artifact.capabilities,
+                )
+                .ok()
+                .and_then(|(_, limits)| {
+                    let none = Caps::new(
+                        rt,
+                        engine.clone(),
+                        req,
+                        policy,
+                        policy::Grants::default(),
+                        logger.clone(),
+                    );
+                    let ready = sandbox::component::prepare(
+                        &engine,
+                        &artifact.component,
+                        none,
+                        &limits,
+                        &logger,
+                    );
+                    ready.ok().map(|r| (limits, r))
+                }),
+                _ => None,
+            };
+            Some(Fetched { loaded, ready })
         },
     );
     if let Ok(loading) = loading {
@@ -467,7 +522,7 @@ fn prefetch_ipam(engine: &Engine, req: &Request) {
 }
 
 /// What loading `module`'s artifact ahead found, if a load was started (and did not panic).
-fn prefetched(module: &Path) -> Option<Loaded> {
+fn prefetched(module: &Path) -> Option<Fetched> {
     let loading = PREFETCHED.with(|p| {
         let mut p = p.borrow_mut();
         let i = p.iter().position(|(m, _)| m == module)?;
@@ -479,7 +534,12 @@ fn prefetched(module: &Path) -> Option<Loaded> {
 /// Load the plugin's precompiled artifact; when it is missing or stale, compile it with the
 /// compiler installed beside us and try once more.
 /// Returns the artifact and the module's sha256.
-fn load(engine: &Engine, plugin: &Plugin, logger: &Logger) -> Result<(Artifact, String), CniError> {
+/// Also the plugin made ready ahead, if it was (see [`prefetch_ipam`]).
+fn load(
+    engine: &Engine,
+    plugin: &Plugin,
+    logger: &Logger,
+) -> Result<(Artifact, String, Ready), CniError> {
     let unavailable = |msg: String| CniError::new(sandbox::codes::MODULE_UNAVAILABLE, msg, "");
     std::fs::metadata(&plugin.module).map_err(|e| {
         unavailable(format!(
@@ -488,10 +548,12 @@ fn load(engine: &Engine, plugin: &Plugin, logger: &Logger) -> Result<(Artifact, 
         ))
     })?;
     let path = artifact::artifact_path(&plugin.module);
-    let loaded =
-        prefetched(&plugin.module).unwrap_or_else(|| artifact::load(engine, &path, &plugin.module));
+    let (loaded, ready) = match prefetched(&plugin.module) {
+        Some(Fetched { loaded, ready }) => (loaded, ready),
+        None => (artifact::load(engine, &path, &plugin.module), None),
+    };
     let stale = match loaded {
-        Ok(loaded) => return Ok(loaded),
+        Ok((artifact, digest)) => return Ok((artifact, digest, ready)),
         Err(stale) => stale,
     };
     logger.log(
@@ -509,13 +571,14 @@ fn load(engine: &Engine, plugin: &Plugin, logger: &Logger) -> Result<(Artifact, 
             path.display()
         ))
     })?;
-    artifact::load(engine, &path, &plugin.module).map_err(|again| {
+    let (artifact, digest) = artifact::load(engine, &path, &plugin.module).map_err(|again| {
         unavailable(format!(
             "plugin {}: artifact {} unusable after recompiling: {again}",
             plugin.name,
             path.display()
         ))
-    })
+    })?;
+    Ok((artifact, digest, None))
 }
 
 /// Run the compiler installed beside this binary on `module`.

@@ -1,7 +1,7 @@
 //! Running a WIT plugin component: the host calls the verb export with a typed invocation and
 //! the handles this run grants; the guest answers with a typed result or a typed CNI error.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cni_types::{CniError, CniResult};
@@ -141,20 +141,91 @@ pub fn run_component(
     limits: &Limits,
     logger: &Logger,
 ) -> Result<Option<CniResult>, CniError> {
+    let ready = prepare(engine, component, caps, limits, logger)?;
+    run_ready(ready, req, netns, None, limits, logger)
+}
+
+/// A plugin component instantiated, its time limit running, not yet called: an IPAM plugin
+/// is made ready on another thread while the plugin that delegates to it runs (see
+/// `plugin::prefetch_ipam`), then called with the capabilities of the delegation.
+pub struct Ready {
+    store: Store<State>,
+    instance: Plugin,
+    stderr: MemoryOutputPipe,
+    memory_hit: Arc<AtomicBool>,
+    _watchdog: Watchdog,
+}
+
+/// Instantiate `component` in a store of its own under `limits`, with `caps`.
+pub fn prepare(
+    engine: &Engine,
+    component: &Component,
+    caps: Caps,
+    limits: &Limits,
+    logger: &Logger,
+) -> Result<Ready, CniError> {
     let stderr = guest::stderr_pipe(limits);
     let limiter = Limiter::new(limits);
     let memory_hit = limiter.hit.clone();
-    let result = call(
-        engine,
-        component,
-        req,
-        netns,
-        caps,
-        limits,
-        limiter,
-        stderr.clone(),
-    );
+    let made = (|| {
+        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
+        let state = State {
+            wasi,
+            wasi_table: ResourceTable::new(),
+            caps,
+            limiter,
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.limiter);
+        guest::set_fuel(&mut store, limits)?;
+        let watchdog = Watchdog::arm(&mut store, limits.timeout)?;
+        let instance = instantiate(&mut store, component)?;
+        crate::log::trace::mark("instantiate");
+        wasmtime::Result::Ok((store, instance, watchdog))
+    })();
+    match made {
+        Ok((store, instance, watchdog)) => Ok(Ready {
+            store,
+            instance,
+            stderr,
+            memory_hit,
+            _watchdog: watchdog,
+        }),
+        Err(e) => {
+            guest::forward_stderr(&stderr, logger);
+            Err(guest::trap_error(
+                &logger.plugin,
+                &e,
+                limits,
+                memory_hit.load(Ordering::Relaxed),
+            ))
+        }
+    }
+}
+
+/// Call the verb of a ready plugin; `caps`, when given, replace the ones it was made ready
+/// with (before anything of the verb runs).
+pub fn run_ready(
+    ready: Ready,
+    req: &Request,
+    netns: impl FnOnce() -> Result<Option<Arc<Netns>>, CniError>,
+    caps: Option<Caps>,
+    limits: &Limits,
+    logger: &Logger,
+) -> Result<Option<CniResult>, CniError> {
+    let Ready {
+        mut store,
+        instance,
+        stderr,
+        memory_hit,
+        _watchdog,
+    } = ready;
+    if let Some(caps) = caps {
+        store.data_mut().caps = caps;
+    }
+    let result = call(&mut store, &instance, req, netns);
     guest::forward_stderr(&stderr, logger);
+    super::retire(store);
     result.map_err(|failure| match failure {
         Failure::Cni(e) => e,
         Failure::Trap(e) => guest::trap_error(
@@ -184,30 +255,12 @@ impl From<CniError> for Failure {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn call(
-    engine: &Engine,
-    component: &Component,
+    store: &mut Store<State>,
+    instance: &Plugin,
     req: &Request,
     netns: impl FnOnce() -> Result<Option<Arc<Netns>>, CniError>,
-    caps: Caps,
-    limits: &Limits,
-    limiter: Limiter,
-    stderr: MemoryOutputPipe,
 ) -> Result<Option<CniResult>, Failure> {
-    let wasi = WasiCtxBuilder::new().stderr(stderr).build();
-    let state = State {
-        wasi,
-        wasi_table: ResourceTable::new(),
-        caps,
-        limiter,
-    };
-    let mut store = Store::new(engine, state);
-    store.limiter(|s| &mut s.limiter);
-    guest::set_fuel(&mut store, limits)?;
-    let _watchdog = Watchdog::arm(&mut store, limits.timeout)?;
-    let instance = instantiate(&mut store, component)?;
-    crate::log::trace::mark("instantiate");
     let handler = instance.wasm_cni_plugin_handler();
     let inv = invocation(req)?;
     let ns = match netns()? {
@@ -224,17 +277,18 @@ fn call(
         })
     };
     let answer = match req.command {
-        Command::Add => handler.call_add(&mut store, &inv, required(ns)?)?.map(Some),
+        Command::Add => handler
+            .call_add(&mut *store, &inv, required(ns)?)?
+            .map(Some),
         Command::Check => handler
-            .call_check(&mut store, &inv, required(ns)?)?
+            .call_check(&mut *store, &inv, required(ns)?)?
             .map(|()| None),
-        Command::Del => handler.call_del(&mut store, &inv, ns)?.map(|()| None),
-        Command::Status => handler.call_status(&mut store, &inv)?.map(|()| None),
-        Command::Gc => handler.call_gc(&mut store, &inv)?.map(|()| None),
+        Command::Del => handler.call_del(&mut *store, &inv, ns)?.map(|()| None),
+        Command::Status => handler.call_status(&mut *store, &inv)?.map(|()| None),
+        Command::Gc => handler.call_gc(&mut *store, &inv)?.map(|()| None),
         Command::Version => unreachable!("VERSION is answered by the host"),
     };
     crate::log::trace::mark("call");
-    super::retire(store);
     match answer {
         Ok(Some(result)) => Ok(Some(guest_result(result)?)),
         Ok(None) => Ok(None),
