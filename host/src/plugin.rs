@@ -225,8 +225,9 @@ pub fn run_request(
         }
     };
     trace::mark("runtime");
-    // Link while the artifact may still be loading: the time is otherwise spent waiting.
-    if !is_loaded(&plugin.module) {
+    // Link while the artifact may still be loading: the time is otherwise spent waiting. (A
+    // nested run's plugin is made ready ahead with the outer run's linker: see prefetch_ipam.)
+    if nested.is_none() && !is_loaded(&plugin.module) {
         sandbox::component::link_all(engine)
             .map_err(|e| internal(format!("linking the sandbox's interfaces: {e:#}")))?;
         trace::mark("link-ahead");
