@@ -40,8 +40,10 @@ use dlmalloc::Dlmalloc;
 /// How many heaps: the main thread, the netns worker, the artifact loader and the IPAM
 /// prefetch each get their own in an exec.
 pub const HEAPS: usize = 4;
-/// The address space of one heap: far beyond what any exec or compile allocates.
-pub const SPAN: usize = 16 << 30;
+/// The address space of one heap: far beyond what any exec or compile allocates (tens of MiB;
+/// compiling a plugin, a few hundred), and little beside wasmtime's own reservation of
+/// several GiB per linear memory, should a runtime cap a plugin's address space.
+pub const SPAN: usize = 4 << 30;
 /// How much a heap grows by at least, each time it takes memory from its span.
 const GROWTH: usize = 1 << 20;
 

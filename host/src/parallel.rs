@@ -117,7 +117,8 @@ impl<T> Task<T> {
         self.got.is_some()
     }
 
-    /// The answer; none when the work panicked.
+    /// The answer; none when the work panicked (and unwound: in the host binaries a panic
+    /// anywhere ends the exec with a CNI error, see main.rs).
     pub fn wait(mut self) -> Option<T> {
         self.got.take().or_else(|| self.answer.recv().ok())
     }

@@ -257,12 +257,19 @@ pub fn run_request(
             // waits for its own artifact), 80 interleaved bridge ADDs took 3.63 ms instead of
             // 3.56: the two loads compete for the cores. (Measured when the allocator still had
             // one lock: the bridge's artifact load took 625 µs instead of 360.)
+            //
+            // The IPAM types this plugin may delegate to: nothing is made ready for others.
+            let may_delegate = if grants.allows(policy::Capability::Ipam) {
+                grants.ipam_types.clone()
+            } else {
+                Vec::new()
+            };
             let running = std::cell::RefCell::new(None);
             let netns = || {
                 let netns = match container {
                     ContainerNetns::Inherited(netns) => netns,
                     ContainerNetns::Opening(opening) => {
-                        prefetch_ipam(engine, &req, &rt, policy, logger);
+                        prefetch_ipam(engine, &req, &rt, policy, logger, may_delegate);
                         finish_netns(&req, opening, &rt)?
                     }
                 };
@@ -452,9 +459,10 @@ fn is_loaded(module: &Path) -> bool {
     })
 }
 
-/// When the config delegates to a wasm IPAM plugin (`ipam.type`), make that plugin ready on
-/// another thread while this plugin's guest runs: its artifact loaded and, when the policy
-/// lets it run, instantiated with no capabilities yet (the delegation gives it its own, see
+/// When the config delegates to a wasm IPAM plugin (`ipam.type`) this plugin may delegate to
+/// (`may_delegate`: its grants), make that plugin ready on another thread while this plugin's
+/// guest runs: its artifact loaded and, when the policy lets it run, instantiated with no
+/// capabilities yet (the delegation gives it its own and restarts its time limit, see
 /// [`run_request`]). The delegation then finds it ready (see [`load`]). Never compiles, and
 /// runs no more of the plugin than its instantiation.
 fn prefetch_ipam(
@@ -463,11 +471,19 @@ fn prefetch_ipam(
     rt: &Arc<tokio::runtime::Runtime>,
     policy: Option<&Policy>,
     logger: &Logger,
+    may_delegate: Vec<String>,
 ) {
+    // Only the verbs that delegate (STATUS and GC do not).
+    if !matches!(req.command, Command::Add | Command::Del | Command::Check) {
+        return;
+    }
     let ipam_type = req.config.ipam.as_ref().and_then(|i| i.get("type"));
     let Some(ipam_type) = ipam_type.and_then(|t| t.as_str()) else {
         return;
     };
+    if !policy::matches_any(&may_delegate, ipam_type) {
+        return;
+    }
     let Some(link) = crate::caps::ipam::find_wasm_plugin(&req.path, ipam_type) else {
         return;
     };

@@ -47,12 +47,19 @@ impl Setup {
     }
 
     fn run(&self, mode: &str, policy: Option<&PolicyFile>) -> Exec {
+        self.run_config(&hostile(mode), policy, &[])
+    }
+
+    fn run_config(&self, config: &str, policy: Option<&PolicyFile>, env: &[(&str, &str)]) -> Exec {
         let container = Netns::new();
         let mut cni = Cni::new("ADD", &container.path()).with_host(&self.host);
         if let Some(p) = policy {
             cni = cni.set("WASM_CNI_POLICY", &p.0.display().to_string());
         }
-        cni.run_in(&self.install.dir, "hostile", &hostile(mode))
+        for (k, v) in env {
+            cni = cni.set(k, v);
+        }
+        cni.run_in(&self.install.dir, "hostile", config)
     }
 
     fn host_links(&self) -> Vec<String> {
@@ -263,6 +270,36 @@ fn a_nested_run_keeps_its_own_deadline_when_the_outer_one_passes() {
     assert!(
         out.stderr.contains("inner run finished its 1600 ms"),
         "the nested run was stopped by the outer deadline: {out:?}"
+    );
+    s.next_invocation_works(Some(&policy));
+}
+
+/// The same with the IPAM plugin named in the config (`ipam.type`): the host then makes it ready
+/// ahead, instantiated while the delegating plugin runs (the trace shows no instantiation in
+/// the nested run). Its time limit still starts when it is called: armed at its instantiation,
+/// its 2 s would end at ~2 s, before its 1.6 s of work started at 0.8 s are done.
+#[test]
+fn an_ipam_plugin_made_ready_ahead_gets_its_whole_time_limit_from_the_delegation() {
+    let s = Setup::new();
+    let policy = PolicyFile::new("[plugins.hostile]\ntimeout-ms = 2000\n");
+    let config = r#"{"cniVersion":"1.0.0","name":"testnet","type":"hostile",
+        "mode":"outlive-outer","ipam":{"type":"hostile"}}"#;
+    let out = s.run_config(config, Some(&policy), &[("WASM_CNI_TRACE", "1")]);
+    let (code, msg) = out.err();
+    assert_eq!(code, 102, "{msg}");
+    assert!(msg.contains("exceeded its time limit of 2000 ms"), "{msg}");
+    assert!(
+        out.stderr.contains("inner run finished its 1600 ms"),
+        "the nested run was stopped early: {out:?}"
+    );
+    let invocation = out
+        .stderr
+        .lines()
+        .find(|l| l.contains(r#""msg":"invocation""#))
+        .unwrap_or_else(|| panic!("no invocation line: {out:?}"));
+    assert!(
+        invocation.contains(r#""ipam.call""#) && !invocation.contains(r#""ipam.instantiate""#),
+        "the IPAM plugin was not made ready ahead: {invocation}"
     );
     s.next_invocation_works(Some(&policy));
 }

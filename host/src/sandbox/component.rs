@@ -153,7 +153,7 @@ pub struct Ready {
     instance: Plugin,
     stderr: MemoryOutputPipe,
     memory_hit: Arc<AtomicBool>,
-    _watchdog: Watchdog,
+    watchdog: Watchdog,
 }
 
 /// Instantiate `component` in a store of its own under `limits`, with `caps`.
@@ -189,7 +189,7 @@ pub fn prepare(
             instance,
             stderr,
             memory_hit,
-            _watchdog: watchdog,
+            watchdog,
         }),
         Err(e) => {
             guest::forward_stderr(&stderr, logger);
@@ -204,7 +204,8 @@ pub fn prepare(
 }
 
 /// Call the verb of a ready plugin; `caps`, when given, replace the ones it was made ready
-/// with (before anything of the verb runs).
+/// with (before anything of the verb runs), and its time limit starts again from now: it was
+/// made ready ahead, while its delegating plugin ran, and that time is not its own.
 pub fn run_ready(
     ready: Ready,
     req: &Request,
@@ -218,12 +219,22 @@ pub fn run_ready(
         instance,
         stderr,
         memory_hit,
-        _watchdog,
+        mut watchdog,
     } = ready;
     if let Some(caps) = caps {
         store.data_mut().caps = caps;
+        drop(watchdog);
+        watchdog = Watchdog::arm(&mut store, limits.timeout).map_err(|e| {
+            guest::trap_error(
+                &logger.plugin,
+                &e,
+                limits,
+                memory_hit.load(Ordering::Relaxed),
+            )
+        })?;
     }
     let result = call(&mut store, &instance, req, netns);
+    drop(watchdog);
     guest::forward_stderr(&stderr, logger);
     super::retire(store);
     result.map_err(|failure| match failure {
