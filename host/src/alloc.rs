@@ -55,9 +55,11 @@ thread_local! {
     static MY_HEAP: Cell<usize> = const { Cell::new(HEAPS) };
 }
 
-/// Where one heap's memory comes from: the next piece of its span (see [`Heap::reserve`]).
+/// Where one heap's memory comes from: the next piece of its span (see `Heap::reserve`).
 pub struct Pages {
-    /// The span's start; 0 until reserved.
+    /// The span's start; 0 until reserved. The same value as `Heap::span`: dlmalloc owns its
+    /// `Pages` inside the heap's `UnsafeCell`, which no thread may read without the lock, while
+    /// finding a block's owner reads the heap's copy without it.
     base: AtomicUsize,
     /// How much of the span is taken.
     used: AtomicUsize,

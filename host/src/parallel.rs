@@ -124,29 +124,16 @@ impl<T> Task<T> {
     }
 }
 
-/// Where a helper thread starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Place {
-    /// On another CPU than the caller's, at once ([`spawn`]).
-    Elsewhere,
-    /// Where the kernel puts it: the caller's CPU, once the caller blocks ([`spawn_here`]).
-    Here,
-}
-
-/// Run `f` on a helper thread placed as `place` says. With `linger` the thread stays, parked, once it
-/// answered, until the process exits: a one-shot exec does not join its helpers, because
+/// Run `f` on a helper thread started elsewhere ([`spawn`]). With `linger` the thread stays,
+/// parked, once it answered, until the process exits: a one-shot exec does not join its helpers, because
 /// reaping a thread unmaps its stack, and an unmap in a process whose threads ran on several
 /// CPUs is a TLB shootdown across them (~30 µs per exec in a VM, in a profile of bridge ADDs).
-pub fn task<T, F>(builder: Builder, place: Place, linger: bool, f: F) -> io::Result<Task<T>>
+pub fn task<T, F>(builder: Builder, linger: bool, f: F) -> io::Result<Task<T>>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
     let (tx, answer) = mpsc::sync_channel(1);
-    let spawn = match place {
-        Place::Elsewhere => spawn,
-        Place::Here => spawn_here,
-    };
     spawn(builder, move || {
         let _ = tx.send(f());
         drop(tx);
@@ -174,17 +161,14 @@ mod tests {
 
     #[test]
     fn a_task_answers_once_and_a_panicking_one_answers_nothing() {
-        let mut t = task(Builder::new(), Place::Elsewhere, false, || 7).unwrap();
+        let mut t = task(Builder::new(), false, || 7).unwrap();
         while !t.is_finished() {
             std::thread::yield_now();
         }
         assert_eq!(t.wait(), Some(7));
-        let lingering = task(Builder::new(), Place::Here, true, || "here").unwrap();
+        let lingering = task(Builder::new(), true, || "here").unwrap();
         assert_eq!(lingering.wait(), Some("here"));
-        let failed = task(Builder::new(), Place::Here, false, || -> u8 {
-            panic!("on purpose")
-        })
-        .unwrap();
+        let failed = task(Builder::new(), false, || -> u8 { panic!("on purpose") }).unwrap();
         assert_eq!(failed.wait(), None);
     }
 

@@ -13,7 +13,7 @@ use crate::caps::netns::{Netns, OpenError, Opening};
 use crate::caps::Caps;
 use crate::cni::{self, Command, Output, Parsed, Request};
 use crate::log::{trace, Level, Logger};
-use crate::parallel::{self, Place, Task};
+use crate::parallel::{self, Task};
 use crate::policy::{self, Limits, Policy};
 use crate::sandbox::{self, artifact, Artifact, GuestKind};
 
@@ -257,19 +257,13 @@ pub fn run_request(
             // waits for its own artifact), 80 interleaved bridge ADDs took 3.63 ms instead of
             // 3.56: the two loads compete for the cores. (Measured when the allocator still had
             // one lock: the bridge's artifact load took 625 µs instead of 360.)
-            //
-            // The IPAM types this plugin may delegate to: nothing is made ready for others.
-            let may_delegate = if grants.allows(policy::Capability::Ipam) {
-                grants.ipam_types.clone()
-            } else {
-                Vec::new()
-            };
+            let delegating = grants.clone();
             let running = std::cell::RefCell::new(None);
             let netns = || {
                 let netns = match container {
                     ContainerNetns::Inherited(netns) => netns,
                     ContainerNetns::Opening(opening) => {
-                        prefetch_ipam(engine, &req, &rt, policy, logger, may_delegate);
+                        prefetch_ipam(engine, &req, &rt, policy, logger, &delegating);
                         finish_netns(&req, opening, &rt)?
                     }
                 };
@@ -289,7 +283,8 @@ pub fn run_request(
             let result = match ready {
                 // Made ready ahead under the same policy decision: it gets its capabilities now.
                 Some((ready_limits, ready)) if ready_limits == limits => {
-                    sandbox::component::run_ready(ready, &req, netns, Some(caps), &limits, logger)?
+                    let ready = ready.hand_over(caps, &limits, logger)?;
+                    sandbox::component::run_ready(ready, &req, netns, &limits, logger)?
                 }
                 _ => sandbox::run_component(
                     engine,
@@ -401,11 +396,11 @@ type Loaded = Result<(Artifact, String), artifact::Stale>;
 /// plugin, instantiated under the limits of its policy decision.
 struct Fetched {
     loaded: Loaded,
-    ready: Ready,
+    ready: Ahead,
 }
 
 /// A plugin instantiated ahead and the limits it was made under (see [`prefetch_ipam`]).
-type Ready = Option<(Limits, sandbox::component::Ready)>;
+type Ahead = Option<(Limits, sandbox::component::Ready)>;
 
 thread_local! {
     /// Artifacts being loaded ahead of their run, by module path.
@@ -419,33 +414,33 @@ thread_local! {
 /// request and the policy have been checked.
 fn load_ahead(module: &Path) {
     let path = module.to_path_buf();
-    let builder = std::thread::Builder::new().name("wasm-cni-load".into());
-    let loading = parallel::task(
-        builder,
-        Place::Elsewhere,
-        sandbox::is_one_shot(),
-        move || {
-            // Without an engine the exec fails before it needs the artifact (`run`).
-            let engine = sandbox::engine().ok()?;
-            let loaded = artifact::load(&engine, &artifact::artifact_path(&path), &path);
-            Some(Fetched {
-                loaded,
-                ready: None,
-            })
-        },
-    );
-    if let Ok(loading) = loading {
-        prefetching(module.to_path_buf(), loading);
-    }
+    fetch_ahead("wasm-cni-load", module, move || {
+        // Without an engine the exec fails before it needs the artifact (`run`).
+        let engine = sandbox::engine().ok()?;
+        let loaded = artifact::load(&engine, &artifact::artifact_path(&path), &path);
+        Some(Fetched {
+            loaded,
+            ready: None,
+        })
+    });
 }
 
-/// Remember a load under way; it replaces one of the same module that was never picked up
-/// (an earlier exec in this process that failed before it needed its artifact).
-fn prefetching(module: PathBuf, loading: Task<Option<Fetched>>) {
+/// Run `work` for `module`'s run on a helper thread and remember it for [`prefetched`]; it
+/// replaces work for the same module that was never picked up (an earlier exec in this process
+/// that failed before it needed its artifact). Without a thread, nothing is done ahead.
+fn fetch_ahead(
+    thread: &str,
+    module: &Path,
+    work: impl FnOnce() -> Option<Fetched> + Send + 'static,
+) {
+    let builder = std::thread::Builder::new().name(thread.into());
+    let Ok(task) = parallel::task(builder, sandbox::is_one_shot(), work) else {
+        return;
+    };
     PREFETCHED.with(|p| {
         let mut p = p.borrow_mut();
-        p.retain(|(m, _)| *m != module);
-        p.push((module, loading));
+        p.retain(|(m, _)| m != module);
+        p.push((module.to_path_buf(), task));
     });
 }
 
@@ -460,7 +455,7 @@ fn is_loaded(module: &Path) -> bool {
 }
 
 /// When the config delegates to a wasm IPAM plugin (`ipam.type`) this plugin may delegate to
-/// (`may_delegate`: its grants), make that plugin ready on another thread while this plugin's
+/// (`delegating`: its grants), make that plugin ready on another thread while this plugin's
 /// guest runs: its artifact loaded and, when the policy lets it run, instantiated with no
 /// capabilities yet (the delegation gives it its own and restarts its time limit, see
 /// [`run_request`]). The delegation then finds it ready (see [`load`]). Never compiles, and
@@ -471,7 +466,7 @@ fn prefetch_ipam(
     rt: &Arc<tokio::runtime::Runtime>,
     policy: Option<&Policy>,
     logger: &Logger,
-    may_delegate: Vec<String>,
+    delegating: &policy::Grants,
 ) {
     // Only the verbs that delegate (STATUS and GC do not).
     if !matches!(req.command, Command::Add | Command::Del | Command::Check) {
@@ -481,7 +476,7 @@ fn prefetch_ipam(
     let Some(ipam_type) = ipam_type.and_then(|t| t.as_str()) else {
         return;
     };
-    if !policy::matches_any(&may_delegate, ipam_type) {
+    if !delegating.may_delegate(ipam_type) {
         return;
     }
     let Some(link) = crate::caps::ipam::find_wasm_plugin(&req.path, ipam_type) else {
@@ -494,48 +489,30 @@ fn prefetch_ipam(
         plugin: plugin.name.clone(),
         ..logger.clone()
     };
-    let builder = std::thread::Builder::new().name("wasm-cni-prefetch".into());
-    let loading = parallel::task(
-        builder,
-        Place::Elsewhere,
-        sandbox::is_one_shot(),
-        move || {
-            let path = &plugin.module;
-            let loaded = artifact::load(&engine, &artifact::artifact_path(path), path);
-            let ready = match &loaded {
-                Ok((artifact, digest)) if artifact.kind == GuestKind::Plugin => policy::decide(
+    fetch_ahead("wasm-cni-prefetch", &module, move || {
+        let path = &plugin.module;
+        let loaded = artifact::load(&engine, &artifact::artifact_path(path), path);
+        let ready = match &loaded {
+            Ok((artifact, digest)) if artifact.kind == GuestKind::Plugin => {
+                let decision = policy::decide(
                     policy.as_ref(),
                     &plugin.name,
                     digest,
                     &artifact.capabilities,
-                )
-                .ok()
-                .and_then(|(_, limits)| {
-                    let none = Caps::new(
-                        rt,
-                        engine.clone(),
-                        req,
-                        policy,
-                        policy::Grants::default(),
-                        logger.clone(),
-                    );
-                    let ready = sandbox::component::prepare(
-                        &engine,
-                        &artifact.component,
-                        none,
-                        &limits,
-                        &logger,
-                    );
+                );
+                decision.ok().and_then(|(_, limits)| {
+                    let none = policy::Grants::default();
+                    let caps = Caps::new(rt, engine.clone(), req, policy, none, logger.clone());
+                    let component = &artifact.component;
+                    let ready =
+                        sandbox::component::prepare(&engine, component, caps, &limits, &logger);
                     ready.ok().map(|r| (limits, r))
-                }),
-                _ => None,
-            };
-            Some(Fetched { loaded, ready })
-        },
-    );
-    if let Ok(loading) = loading {
-        prefetching(module, loading);
-    }
+                })
+            }
+            _ => None,
+        };
+        Some(Fetched { loaded, ready })
+    });
 }
 
 /// What loading `module`'s artifact ahead found, if a load was started (and did not panic).
@@ -556,7 +533,7 @@ fn load(
     engine: &Engine,
     plugin: &Plugin,
     logger: &Logger,
-) -> Result<(Artifact, String, Ready), CniError> {
+) -> Result<(Artifact, String, Ahead), CniError> {
     let unavailable = |msg: String| CniError::new(sandbox::codes::MODULE_UNAVAILABLE, msg, "");
     std::fs::metadata(&plugin.module).map_err(|e| {
         unavailable(format!(

@@ -131,6 +131,11 @@ impl Grants {
     pub fn allows(&self, cap: Capability) -> bool {
         self.granted.contains(&cap)
     }
+
+    /// Whether a plugin with these grants may delegate to the IPAM plugin `ipam_type`.
+    pub fn may_delegate(&self, ipam_type: &str) -> bool {
+        self.allows(Capability::Ipam) && matches_any(&self.ipam_types, ipam_type)
+    }
 }
 
 /// Shell-style match with `*` (any run of characters, `/` included) only.

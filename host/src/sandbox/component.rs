@@ -142,18 +142,56 @@ pub fn run_component(
     logger: &Logger,
 ) -> Result<Option<CniResult>, CniError> {
     let ready = prepare(engine, component, caps, limits, logger)?;
-    run_ready(ready, req, netns, None, limits, logger)
+    run_ready(ready, req, netns, limits, logger)
 }
 
 /// A plugin component instantiated, its time limit running, not yet called: an IPAM plugin
 /// is made ready on another thread while the plugin that delegates to it runs (see
-/// `plugin::prefetch_ipam`), then called with the capabilities of the delegation.
+/// `plugin::prefetch_ipam`), then handed the capabilities of the delegation
+/// ([`Ready::hand_over`]) and called.
 pub struct Ready {
     store: Store<State>,
     instance: Plugin,
     stderr: MemoryOutputPipe,
     memory_hit: Arc<AtomicBool>,
     watchdog: Watchdog,
+}
+
+impl Ready {
+    /// Give a plugin made ready ahead the capabilities of its run (before anything of its verb
+    /// runs) and start its time limit again from now: it was made ready while its delegating
+    /// plugin ran, and that time is not its own.
+    pub fn hand_over(
+        self,
+        caps: Caps,
+        limits: &Limits,
+        logger: &Logger,
+    ) -> Result<Ready, CniError> {
+        let Ready {
+            mut store,
+            instance,
+            stderr,
+            memory_hit,
+            watchdog,
+        } = self;
+        store.data_mut().caps = caps;
+        // The old deadline is disarmed before the new one is armed.
+        drop(watchdog);
+        let watchdog = Watchdog::arm(&mut store, limits.timeout)
+            .map_err(|e| trapped(&e, limits, logger, &memory_hit))?;
+        Ok(Ready {
+            store,
+            instance,
+            stderr,
+            memory_hit,
+            watchdog,
+        })
+    }
+}
+
+/// The CNI error for a run the sandbox stopped.
+fn trapped(e: &wasmtime::Error, limits: &Limits, logger: &Logger, hit: &AtomicBool) -> CniError {
+    guest::trap_error(&logger.plugin, e, limits, hit.load(Ordering::Relaxed))
 }
 
 /// Instantiate `component` in a store of its own under `limits`, with `caps`.
@@ -193,24 +231,16 @@ pub fn prepare(
         }),
         Err(e) => {
             guest::forward_stderr(&stderr, logger);
-            Err(guest::trap_error(
-                &logger.plugin,
-                &e,
-                limits,
-                memory_hit.load(Ordering::Relaxed),
-            ))
+            Err(trapped(&e, limits, logger, &memory_hit))
         }
     }
 }
 
-/// Call the verb of a ready plugin; `caps`, when given, replace the ones it was made ready
-/// with (before anything of the verb runs), and its time limit starts again from now: it was
-/// made ready ahead, while its delegating plugin ran, and that time is not its own.
+/// Call the verb of a ready plugin.
 pub fn run_ready(
     ready: Ready,
     req: &Request,
     netns: impl FnOnce() -> Result<Option<Arc<Netns>>, CniError>,
-    caps: Option<Caps>,
     limits: &Limits,
     logger: &Logger,
 ) -> Result<Option<CniResult>, CniError> {
@@ -219,32 +249,15 @@ pub fn run_ready(
         instance,
         stderr,
         memory_hit,
-        mut watchdog,
+        watchdog,
     } = ready;
-    if let Some(caps) = caps {
-        store.data_mut().caps = caps;
-        drop(watchdog);
-        watchdog = Watchdog::arm(&mut store, limits.timeout).map_err(|e| {
-            guest::trap_error(
-                &logger.plugin,
-                &e,
-                limits,
-                memory_hit.load(Ordering::Relaxed),
-            )
-        })?;
-    }
     let result = call(&mut store, &instance, req, netns);
     drop(watchdog);
     guest::forward_stderr(&stderr, logger);
     super::retire(store);
     result.map_err(|failure| match failure {
         Failure::Cni(e) => e,
-        Failure::Trap(e) => guest::trap_error(
-            &logger.plugin,
-            &e,
-            limits,
-            memory_hit.load(Ordering::Relaxed),
-        ),
+        Failure::Trap(e) => trapped(&e, limits, logger, &memory_hit),
     })
 }
 

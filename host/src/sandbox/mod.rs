@@ -71,7 +71,7 @@ pub fn is_one_shot() -> bool {
 
 /// Done with `v`: dropped, or in a one-shot exec left for the process exit to reclaim.
 pub fn retire<T>(v: T) {
-    if ONE_SHOT.load(std::sync::atomic::Ordering::Relaxed) {
+    if is_one_shot() {
         std::mem::forget(v);
     } else {
         drop(v);
