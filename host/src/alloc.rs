@@ -37,8 +37,8 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use dlmalloc::Dlmalloc;
 
-/// How many heaps: the main thread, the netns worker, the artifact loader and the IPAM
-/// prefetch each get their own in an exec.
+/// How many heaps: the main thread (which loads the artifact), the prepare helper, the netns
+/// worker and the IPAM prefetch each get their own in an exec.
 pub const HEAPS: usize = 4;
 /// The address space of one heap: far beyond what any exec or compile allocates (tens of MiB;
 /// compiling a plugin, a few hundred), and little beside wasmtime's own reservation of

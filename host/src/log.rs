@@ -195,12 +195,35 @@ pub mod trace {
     thread_local! {
         static MARKS: RefCell<Option<Vec<Mark>>> = const { RefCell::new(None) };
         static DEPTH: Cell<u8> = const { Cell::new(0) };
+        /// Phases a helper thread traced for this one, by prefix (see [`adopt`]).
+        static ADOPTED: RefCell<Vec<(&'static str, Map<String, Value>)>> =
+            const { RefCell::new(Vec::new()) };
     }
 
     /// Start tracing this thread if `WASM_CNI_TRACE` is set.
     pub fn start() {
         if std::env::var_os("WASM_CNI_TRACE").is_some() {
-            MARKS.with(|m| *m.borrow_mut() = Some(vec![(0, "start", Instant::now())]));
+            start_at(Some(Instant::now()));
+        }
+    }
+
+    /// When this thread's trace started; none when it is not traced.
+    pub fn since() -> Option<Instant> {
+        MARKS.with(|m| m.borrow().as_ref().and_then(|v| v.first().map(|f| f.2)))
+    }
+
+    /// Trace this thread, a helper of a traced one, from `since` (that thread's [`since`]: the
+    /// helper's first phase then includes its own start). Nothing when `since` is none.
+    pub fn start_at(since: Option<Instant>) {
+        if let Some(at) = since {
+            MARKS.with(|m| *m.borrow_mut() = Some(vec![(0, "start", at)]));
+        }
+    }
+
+    /// Report a helper's [`phases`] with this thread's, each named `<prefix>.<phase>`.
+    pub fn adopt(prefix: &'static str, phases: Option<Value>) {
+        if let Some(Value::Object(map)) = phases {
+            ADOPTED.with(|a| a.borrow_mut().push((prefix, map)));
         }
     }
 
@@ -257,6 +280,13 @@ pub mod trace {
                 }
                 out.insert(key, Value::from(us));
             }
+            ADOPTED.with(|a| {
+                for (prefix, phases) in a.borrow().iter() {
+                    for (name, us) in phases {
+                        out.insert(format!("{prefix}.{name}"), us.clone());
+                    }
+                }
+            });
             Some(Value::Object(out))
         })
     }

@@ -65,11 +65,7 @@ fn main() -> ExitCode {
         Plugin::from_argv0(argv0, std::env::var("CNI_PATH").ok().as_deref())
     };
     wasm_cni::sandbox::set_one_shot();
-    let out = plugin::exec(
-        &plugin,
-        |k| std::env::var(k).ok(),
-        &mut std::io::stdin().lock(),
-    );
+    let out = plugin::exec(&plugin, |k| std::env::var(k).ok(), std::io::stdin());
     let mut stdout = std::io::stdout().lock();
     if !out.stdout.is_empty() {
         let _ = writeln!(stdout, "{}", out.stdout);

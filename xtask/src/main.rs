@@ -224,9 +224,17 @@ fn host_build(args: &[&str]) -> Result<Command> {
     // getrandom's default Linux backend finds getrandom() with dlsym, which a static binary
     // cannot do: it then falls back to polling /dev/random and reading /dev/urandom (4
     // syscalls per process, for WASI's random seeds). musl has getrandom(): call it directly.
+    //
+    // The binaries are static-pie (ASLR kept), so every exec relocates itself first: its 5878
+    // relative relocations took 140 KiB of RELA entries to read, ~35 page faults of a table
+    // read once. RELR (`-z pack-relative-relocs`, binutils >= 2.38; musl's start-up applies
+    // it) packs them into 1.7 KiB: loopback ADD 1.12 -> 1.06 ms p50 (400 interleaved execs),
+    // the same gain as giving up PIE altogether (measured 1.10 vs 1.09).
     let ours = [
         "-C",
         "target-feature=+crt-static",
+        "-C",
+        "link-arg=-Wl,-z,pack-relative-relocs",
         "--cfg",
         r#"getrandom_backend="linux_getrandom""#,
     ];
