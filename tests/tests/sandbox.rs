@@ -227,6 +227,13 @@ fn a_malformed_policy_fails_closed() {
 }
 
 #[test]
+fn a_links_attributes_are_read_again_once_the_guest_changed_something() {
+    let s = Setup::new();
+    let out = s.run("info-after-change", None);
+    assert_eq!(out.status, 0, "{out:?}");
+}
+
+#[test]
 fn a_module_that_does_not_match_its_pin_is_refused() {
     let s = Setup::new();
     let policy = PolicyFile::new(&format!(

@@ -106,6 +106,26 @@ fn misbehave(ctx: &Context, netns: &Netns) -> Result<CniResult, CniError> {
             }],
             ..Default::default()
         }),
+        // Reads `lo` through two handles, flips it through one, reads both again: both see
+        // the change (no handle answers from what it read before it).
+        "info-after-change" => {
+            let (a, b) = (netns.require_link("lo")?, netns.require_link("lo")?);
+            let was = a.info()?.up;
+            if was {
+                a.set_down()?
+            } else {
+                a.set_up()?
+            }
+            let (now_a, now_b) = (a.info()?.up, b.info()?.up);
+            if now_a == was || now_b == was {
+                return Err(CniError::new(
+                    codes::INTERNAL,
+                    format!("lo was up={was}, flipped, then read up={now_a} and up={now_b}"),
+                    "",
+                ));
+            }
+            Ok(CniResult::default())
+        }
         // Behaves: proves the next invocation after a failure works.
         "ok" => {
             netns.require_link("lo")?.set_up()?;
