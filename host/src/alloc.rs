@@ -9,8 +9,8 @@
 //! The crate's own global wrapper guards one heap with a pthread mutex; an exec makes tens of
 //! thousands of small allocations (wasmtime deserializes an artifact's metadata into many small
 //! vectors and strings), and musl's mutex is a few calls deep: lock and unlock were ~9% of an
-//! exec's user time in a profile of bridge ADDs. And one heap serializes threads: an exec loads
-//! its plugin's artifact on one thread while the main thread parses the request and links the
+//! exec's user time in a profile of bridge ADDs. And one heap serializes threads: an exec's main
+//! thread loads its plugin's artifact while a helper parses the request and links the
 //! sandbox's interfaces, and a delegating plugin's IPAM artifact loads on a third.
 //!
 //! So every thread gets a heap of its own ([`HEAPS`] of them, handed out round-robin on a

@@ -313,9 +313,10 @@ fn run_with(
     // runtime and a second thread that enters the netns. The handle grants nothing beyond
     // what a fresh one would.
     let nested = outer.filter(|(_, path, _)| *path == req.netns);
-    // Otherwise the netlink runtime starts now and the container netns's worker enters it
-    // while the artifact loads (the netns is opened, never changed, before the policy has
-    // decided; its errors count only once the module turns out to be a plugin component).
+    // Otherwise the netlink runtime was started ahead (see [`exec`]), or starts now, and the
+    // container netns's worker enters it meanwhile (the netns is opened, never changed, before
+    // the policy has decided; its errors count only once the module turns out to be a plugin
+    // component).
     let early = match (&nested, netlink) {
         (Some(_), _) => None,
         (None, Some(netlink)) => Some(netlink),

@@ -37,8 +37,8 @@ impl WasiView for State {
 /// The one plugin linker of this process. It links an interface when the first component that
 /// imports it is instantiated, so an exec pays only for the interfaces its plugin imports
 /// (loopback: 15 of 24), and a nested IPAM run adds just what its delegating plugin's run did
-/// not need. (Building it on another thread while the artifact loads was measured slower on 2
-/// cores: the artifact load lost more to the extra thread than linking saved.)
+/// not need. An exec links every interface ahead (`link_all`, on the helper that prepares the
+/// request while the main thread loads the artifact: see `plugin::exec`).
 struct Linked {
     linker: Linker<State>,
     /// The interfaces (names without version) linked so far.
@@ -73,9 +73,9 @@ fn interfaces() -> impl Iterator<Item = (&'static str, super::wasi::Adder<State>
     caps.into_iter().chain(super::wasi::interfaces::<State>())
 }
 
-/// Link every interface a plugin may import, as far as not linked yet. An exec does this while
-/// its plugin's artifact is still loading on another thread: linking first what the component
-/// imports would wait for the load. A linked interface grants nothing by itself: a guest
+/// Link every interface a plugin may import, as far as not linked yet. An exec does this on a
+/// helper while its main thread is still loading the plugin's artifact: linking first what the
+/// component imports would wait for the load. A linked interface grants nothing by itself: a guest
 /// reaches only what its component imports, and the capabilities check every call.
 pub fn link_all(engine: &Engine) -> wasmtime::Result<()> {
     let mut slot = LINKER.lock().unwrap_or_else(|e| e.into_inner());
