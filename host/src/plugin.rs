@@ -120,7 +120,7 @@ where
         preload(&plugin.module);
         trace::mark("load");
         let Some((prepared, phases)) = task.wait() else {
-            let e = internal("reading the request failed unexpectedly".into());
+            let e = internal("preparing the request failed: its thread stopped".into());
             return Output::error(&e, cni_types::CURRENT_VERSION);
         };
         trace::mark("prepared");
