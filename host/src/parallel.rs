@@ -107,23 +107,13 @@ fn block_alarm() {
 /// Work on a helper thread whose answer is picked up later (see [`task`]).
 pub struct Task<T> {
     answer: mpsc::Receiver<T>,
-    got: Option<T>,
 }
 
 impl<T> Task<T> {
-    /// Work already done on the calling thread, answering `value`.
-    pub fn done(value: T) -> Task<T> {
-        let (_, answer) = mpsc::sync_channel(0);
-        Task {
-            answer,
-            got: Some(value),
-        }
-    }
-
     /// The answer; none when the work panicked (and unwound: in the host binaries a panic
     /// anywhere ends the exec with a CNI error, see main.rs).
-    pub fn wait(mut self) -> Option<T> {
-        self.got.take().or_else(|| self.answer.recv().ok())
+    pub fn wait(self) -> Option<T> {
+        self.answer.recv().ok()
     }
 }
 
@@ -146,7 +136,7 @@ where
             }
         }
     })?;
-    Ok(Task { answer, got: None })
+    Ok(Task { answer })
 }
 
 #[cfg(test)]
@@ -166,7 +156,6 @@ mod tests {
     fn a_task_answers_once_and_a_panicking_one_answers_nothing() {
         let t = task(Builder::new(), false, || 7).unwrap();
         assert_eq!(t.wait(), Some(7));
-        assert_eq!(Task::done(8).wait(), Some(8));
         let lingering = task(Builder::new(), true, || "here").unwrap();
         assert_eq!(lingering.wait(), Some("here"));
         let failed = task(Builder::new(), false, || -> u8 { panic!("on purpose") }).unwrap();

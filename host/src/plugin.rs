@@ -101,7 +101,7 @@ where
     let runs_guest = env("CNI_COMMAND")
         .as_deref()
         .is_some_and(|c| c != "VERSION" && !c.is_empty());
-    let prepared = if runs_guest {
+    let (prepared, loaded) = if runs_guest {
         let name = plugin.name.clone();
         let since = trace::since();
         let helper = std::thread::Builder::new().name("wasm-cni-prepare".into());
@@ -117,7 +117,7 @@ where
                 return Output::error(&e, cni_types::CURRENT_VERSION);
             }
         };
-        preload(&plugin.module);
+        let loaded = preload(&plugin.module);
         trace::mark("load");
         let Some((prepared, phases)) = task.wait() else {
             let e = internal("preparing the request failed: its thread stopped".into());
@@ -125,9 +125,9 @@ where
         };
         trace::mark("prepared");
         trace::adopt("ahead", phases);
-        prepared
+        (prepared, loaded)
     } else {
-        prepare(&plugin.name, &env, &mut stdin)
+        (prepare(&plugin.name, &env, &mut stdin), None)
     };
     let Prepared {
         req,
@@ -140,7 +140,8 @@ where
     };
     let started = Instant::now();
     let (verb, version) = (req.command.as_str(), req.version.clone());
-    let outcome = run(plugin, req, policy.as_ref(), &logger, netlink);
+    let begun = Begun { netlink, loaded };
+    let outcome = run(plugin, req, policy.as_ref(), &logger, begun);
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     trace::mark("done");
     let mut fields: Vec<(&str, serde_json::Value)> =
@@ -180,6 +181,14 @@ type Netlink = (
     Arc<tokio::runtime::Runtime>,
     Result<Option<Opening>, OpenError>,
 );
+
+/// What an exec began for its run before the run itself (see [`exec`]): the netlink runtime
+/// its helper started, the artifact its main thread loaded. A nested run begins with neither.
+#[derive(Default)]
+struct Begun {
+    netlink: Option<Netlink>,
+    loaded: Option<Loaded>,
+}
 
 /// Read and check the request, load the policy and set up the logger, then, for the guest that
 /// will run, start the netlink runtime, begin entering the container netns and link the
@@ -259,14 +268,14 @@ fn run(
     req: Request,
     policy: Option<&Policy>,
     logger: &Logger,
-    netlink: Option<Netlink>,
+    begun: Begun,
 ) -> Result<String, CniError> {
     let engine = sandbox::engine().map_err(|e| internal(format!("creating the engine: {e:#}")))?;
     trace::mark("engine");
     let version = req.version.clone();
     let req = Arc::new(req);
     Ok(
-        match run_with(&engine, plugin, req, policy, logger, netlink)? {
+        match run_with(&engine, plugin, req, policy, logger, begun)? {
             Answer::Typed(result) => result.to_json(&version)?.to_string(),
             Answer::Text(text) => text,
             Answer::Nothing => String::new(),
@@ -293,17 +302,17 @@ pub fn run_request(
     policy: Option<&Policy>,
     logger: &Logger,
 ) -> Result<Answer, CniError> {
-    run_with(engine, plugin, req, policy, logger, None)
+    run_with(engine, plugin, req, policy, logger, Begun::default())
 }
 
-/// [`run_request`], with the netlink runtime started ahead if it was (see [`exec`]).
+/// [`run_request`], with what the exec began for it (see [`exec`]).
 fn run_with(
     engine: &Engine,
     plugin: &Plugin,
     req: Arc<Request>,
     policy: Option<&Policy>,
     logger: &Logger,
-    netlink: Option<Netlink>,
+    begun: Begun,
 ) -> Result<Answer, CniError> {
     let _run = trace::enter();
     let outer = RUNNING.with(|r| r.borrow().clone());
@@ -317,7 +326,7 @@ fn run_with(
     // container netns's worker enters it meanwhile (the netns is opened, never changed, before
     // the policy has decided; its errors count only once the module turns out to be a plugin
     // component).
-    let early = match (&nested, netlink) {
+    let early = match (&nested, begun.netlink) {
         (Some(_), _) => None,
         (None, Some(netlink)) => Some(netlink),
         (None, None) => {
@@ -326,7 +335,7 @@ fn run_with(
             Some(netlink)
         }
     };
-    let (artifact, digest, ready) = load(engine, plugin, logger)?;
+    let (artifact, digest, ready) = load(engine, plugin, logger, begun.loaded)?;
     trace::mark("artifact");
     let decision = policy::decide(policy, &plugin.name, &digest, &artifact.capabilities);
     let (grants, limits) = decision.map_err(|refusal| {
@@ -502,25 +511,18 @@ thread_local! {
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Load the artifact of `module` on this thread now, for [`load`] to find (see [`exec`]): it
-/// only opens, maps and verifies files and registers the code with the engine; it never
-/// compiles and never runs anything, and what it finds (a stale or missing artifact too)
-/// counts only once the request and the policy have been checked.
-fn preload(module: &Path) {
-    // Without an engine the exec fails before it needs the artifact (`run`).
-    let Ok(engine) = sandbox::engine() else {
-        return;
-    };
-    let loaded = artifact::load(&engine, &artifact::artifact_path(module), module);
-    let fetched = Some(Fetched {
-        loaded,
-        ready: None,
-    });
-    PREFETCHED.with(|p| {
-        let mut p = p.borrow_mut();
-        p.retain(|(m, _)| m != module);
-        p.push((module.to_path_buf(), Task::done(fetched)));
-    });
+/// Load the artifact of `module` on this thread now, for the run (see [`exec`]): it only
+/// opens, maps and verifies files and registers the code with the engine; it never compiles
+/// and never runs anything, and what it finds (a stale or missing artifact too) counts only
+/// once the request and the policy have been checked. None without an engine: the exec then
+/// fails before it needs the artifact (`run`).
+fn preload(module: &Path) -> Option<Loaded> {
+    let engine = sandbox::engine().ok()?;
+    Some(artifact::load(
+        &engine,
+        &artifact::artifact_path(module),
+        module,
+    ))
 }
 
 /// Run `work` for `module`'s run on a helper thread and remember it for [`prefetched`]; it
@@ -613,14 +615,16 @@ fn prefetched(module: &Path) -> Option<Fetched> {
     loading.wait().flatten()
 }
 
-/// Load the plugin's precompiled artifact; when it is missing or stale, compile it with the
-/// compiler installed beside us and try once more.
+/// Load the plugin's precompiled artifact (unless `loaded` already, by the exec's main thread,
+/// or ahead on a helper); when it is missing or stale, compile it with the compiler installed
+/// beside us and try once more.
 /// Returns the artifact and the module's sha256.
 /// Also the plugin made ready ahead, if it was (see [`prefetch_ipam`]).
 fn load(
     engine: &Engine,
     plugin: &Plugin,
     logger: &Logger,
+    loaded: Option<Loaded>,
 ) -> Result<(Artifact, String, Ahead), CniError> {
     let unavailable = |msg: String| CniError::new(sandbox::codes::MODULE_UNAVAILABLE, msg, "");
     std::fs::metadata(&plugin.module).map_err(|e| {
@@ -630,7 +634,13 @@ fn load(
         ))
     })?;
     let path = artifact::artifact_path(&plugin.module);
-    let (loaded, ready) = match prefetched(&plugin.module) {
+    let fetched = loaded
+        .map(|loaded| Fetched {
+            loaded,
+            ready: None,
+        })
+        .or_else(|| prefetched(&plugin.module));
+    let (loaded, ready) = match fetched {
         Some(Fetched { loaded, ready }) => (loaded, ready),
         None => (artifact::load(engine, &path, &plugin.module), None),
     };

@@ -76,7 +76,7 @@ impl Caps {
             Verb::Del => Command::Del,
             Verb::Check => Command::Check,
         };
-        if !crate::policy::matches_any(&self.grants.ipam_types, plugin_type) {
+        if !self.grants.may_delegate(plugin_type) {
             self.audit("ipam-delegate", plugin_type, "denied");
             return Err(denied(format!(
                 "plugin {:?} may not delegate to IPAM type {plugin_type:?}: the node policy allows {:?}",

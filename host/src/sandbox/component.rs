@@ -162,30 +162,16 @@ impl Ready {
     /// runs) and start its time limit again from now: it was made ready while its delegating
     /// plugin ran, and that time is not its own.
     pub fn hand_over(
-        self,
+        mut self,
         caps: Caps,
         limits: &Limits,
         logger: &Logger,
     ) -> Result<Ready, CniError> {
-        let Ready {
-            mut store,
-            instance,
-            stderr,
-            memory_hit,
-            watchdog,
-        } = self;
-        store.data_mut().caps = caps;
-        // The old deadline is disarmed before the new one is armed.
-        drop(watchdog);
-        let watchdog = Watchdog::arm(&mut store, limits.timeout)
-            .map_err(|e| trapped(&e, limits, logger, &memory_hit))?;
-        Ok(Ready {
-            store,
-            instance,
-            stderr,
-            memory_hit,
-            watchdog,
-        })
+        self.store.data_mut().caps = caps;
+        // The new deadline replaces the old one, which the assignment disarms.
+        self.watchdog = Watchdog::arm(&mut self.store, limits.timeout)
+            .map_err(|e| trapped(&e, limits, logger, &self.memory_hit))?;
+        Ok(self)
     }
 }
 
