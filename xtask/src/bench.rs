@@ -153,7 +153,6 @@ fn exec(
         OwnedFd::from(child.stderr.take().expect("piped")),
     ];
     let io = communicate(pipes, stdin.as_bytes(), start + TIMEOUT);
-    let timed_out = matches!(io, Ok(None));
     if !matches!(io, Ok(Some(_))) {
         // SAFETY: pid is our child, not reaped yet, so it cannot have been recycled.
         unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -173,10 +172,9 @@ fn exec(
         }
     }
     let ms = start.elapsed().as_secs_f64() * 1000.0;
-    if timed_out {
+    let Some([out, err]) = io? else {
         bail!("{} timed out after {TIMEOUT:?} (killed)", prog.display());
-    }
-    let [out, err] = io?.expect("not timed out");
+    };
     let code = if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else {
@@ -464,6 +462,19 @@ impl Side<'_> {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         exec_ok(&self.dir.join(plugin), &[], &env, &conf.to_string(), spawn)
     }
+
+    /// ADD, then DEL with the ADD's result as `prevResult` (as libcni passes it).
+    fn add_del<'c>(
+        &self,
+        plugin: &str,
+        call: impl Fn(&'c str) -> Call<'c>,
+        conf: &Value,
+        spawn: Spawn,
+    ) -> Result<(Exec, Exec)> {
+        let add = self.call(plugin, &call("ADD"), conf, spawn)?;
+        let del = self.call(plugin, &call("DEL"), &with_prev(conf, &add.stdout)?, spawn)?;
+        Ok((add, del))
+    }
 }
 
 /// The native floor binary (`bench/native-floor`), built and linked like the host.
@@ -597,24 +608,12 @@ pub fn bench(root: &Path, dir: &Path, runs: usize) -> Result<()> {
             let e = side.call("loopback", &call("ADD", "lo"), &loopback_conf, spawn)?;
             side_of(&mut lo, n).push(&e);
             let conf = bridge_conf(side.ours);
-            let add = side.call("bridge", &call("ADD", "eth0"), &conf, spawn)?;
+            let (add, del) = side.add_del("bridge", |c| call(c, "eth0"), &conf, spawn)?;
             side_of(&mut br_add, n).push(&add);
-            let del = side.call(
-                "bridge",
-                &call("DEL", "eth0"),
-                &with_prev(&conf, &add.stdout)?,
-                spawn,
-            )?;
             side_of(&mut br_del, n).push(&del);
             let conf = hd_conf(side.ours);
-            let add = side.call("host-device", &call("ADD", "hd0"), &conf, spawn)?;
+            let (add, del) = side.add_del("host-device", |c| call(c, "hd0"), &conf, spawn)?;
             side_of(&mut hd_add, n).push(&add);
-            let del = side.call(
-                "host-device",
-                &call("DEL", "hd0"),
-                &with_prev(&conf, &add.stdout)?,
-                spawn,
-            )?;
             side_of(&mut hd_del, n).push(&del);
         }
         // The native floor: the same netlink work, no wasm (VERSION: process start only).
@@ -672,24 +671,13 @@ pub fn bench(root: &Path, dir: &Path, runs: usize) -> Result<()> {
             let e = ours.call("loopback", &traced_call("ADD", "lo"), &loopback_conf, spawn)?;
             traced[0].1.add(&e.stderr)?;
             let conf = bridge_conf(true);
-            let add = ours.call("bridge", &traced_call("ADD", "eth0"), &conf, spawn)?;
+            let (add, del) = ours.add_del("bridge", |c| traced_call(c, "eth0"), &conf, spawn)?;
             traced[1].1.add(&add.stderr)?;
-            let del = ours.call(
-                "bridge",
-                &traced_call("DEL", "eth0"),
-                &with_prev(&conf, &add.stdout)?,
-                spawn,
-            )?;
             traced[2].1.add(&del.stderr)?;
             let conf = hd_conf(true);
-            let add = ours.call("host-device", &traced_call("ADD", "hd0"), &conf, spawn)?;
+            let hd = |c| traced_call(c, "hd0");
+            let (add, del) = ours.add_del("host-device", hd, &conf, spawn)?;
             traced[3].1.add(&add.stderr)?;
-            let del = ours.call(
-                "host-device",
-                &traced_call("DEL", "hd0"),
-                &with_prev(&conf, &add.stdout)?,
-                spawn,
-            )?;
             traced[4].1.add(&del.stderr)?;
         }
         // 64 concurrent bridge ADDs onto one bridge, then DEL them all (untimed).
