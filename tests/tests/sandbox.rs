@@ -229,8 +229,22 @@ fn a_malformed_policy_fails_closed() {
 #[test]
 fn a_links_attributes_are_read_again_once_the_guest_changed_something() {
     let s = Setup::new();
-    let out = s.run("info-after-change", None);
+    let container = Netns::new();
+    let lo_up = || {
+        let lo = container.ip_json(&["link", "show", "lo"]);
+        let flags = lo[0]["flags"].as_array().cloned().unwrap_or_default();
+        flags.iter().any(|f| f == "UP")
+    };
+    // A new netns's `lo` is down; the guest flips it (up) and checks both handles read that.
+    assert!(!lo_up(), "lo of a new netns is up");
+    let out = Cni::new("ADD", &container.path())
+        .with_host(&s.host)
+        .run_in(&s.install.dir, "hostile", &hostile("info-after-change"));
     assert_eq!(out.status, 0, "{out:?}");
+    assert!(
+        lo_up(),
+        "the guest read lo as flipped but the kernel has it down"
+    );
 }
 
 #[test]
