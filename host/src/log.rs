@@ -220,6 +220,12 @@ pub mod trace {
         }
     }
 
+    /// Stop tracing this thread: a helper that reported its phases and may take other work
+    /// (`parallel::task`) marks nothing more.
+    pub fn stop() {
+        MARKS.with(|m| *m.borrow_mut() = None);
+    }
+
     /// Report a helper's [`phases`] with this thread's, each named `<prefix>.<phase>`.
     pub fn adopt(prefix: &'static str, phases: Option<Value>) {
         if let Some(Value::Object(map)) = phases {

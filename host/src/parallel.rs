@@ -19,7 +19,7 @@
 use std::io;
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{Builder, JoinHandle};
 
 /// Spawn `f` on a thread made by `builder`, started on another CPU than the caller's when the
@@ -117,26 +117,69 @@ impl<T> Task<T> {
     }
 }
 
-/// Run `f` on a helper thread started elsewhere ([`spawn`]). With `linger` the thread stays,
-/// parked, once it answered, until the process exits: a one-shot exec does not join its helpers, because
+/// Work handed to a lingering helper (see [`task`]).
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Lingering helpers that answered and wait for more work, each by the sender of its queue.
+static IDLE: Mutex<Vec<mpsc::Sender<Job>>> = Mutex::new(Vec::new());
+
+/// Run `f` on a helper thread ([`spawn`]) and pick its answer up later.
+///
+/// With `linger` (a one-shot exec) a helper that answered stays until the process exits and
+/// takes the next `task` instead of a new thread: an exec does not join its helpers, because
 /// reaping a thread unmaps its stack, and an unmap in a process whose threads ran on several
-/// CPUs is a TLB shootdown across them (~30 µs per exec in a VM, in a profile of bridge ADDs).
+/// CPUs is a TLB shootdown across them (~30 µs per exec in a VM, in a profile of bridge ADDs);
+/// and a thread's start is ~36 µs on the caller's critical path (the IPAM prefetch of a
+/// bridge ADD ran on the prepare helper, idle by then, instead of a thread of its own: see
+/// docs/bench.md). So work given to `task` must leave its thread as it found it: no `setns`,
+/// no signal mask or affinity of its own (the netns worker, which enters a netns, is
+/// [`spawn_here`]'s).
 pub fn task<T, F>(builder: Builder, linger: bool, f: F) -> io::Result<Task<T>>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
     let (tx, answer) = mpsc::sync_channel(1);
-    spawn(builder, move || {
+    let mut job: Job = Box::new(move || {
         let _ = tx.send(f());
-        drop(tx);
-        if linger {
-            loop {
-                std::thread::park();
+    });
+    if linger {
+        while let Some(helper) = idle_helper() {
+            match helper.send(job) {
+                Ok(()) => return Ok(Task { answer }),
+                // It is gone (it cannot be, while the process runs): try another.
+                Err(mpsc::SendError(back)) => job = back,
             }
+        }
+    }
+    spawn(builder, move || {
+        job();
+        if linger {
+            serve();
         }
     })?;
     Ok(Task { answer })
+}
+
+fn idle_helper() -> Option<mpsc::Sender<Job>> {
+    IDLE.lock().unwrap_or_else(|e| e.into_inner()).pop()
+}
+
+/// A lingering helper's rest of life: offer itself, run what it is given, again.
+fn serve() -> ! {
+    let (queue, jobs) = mpsc::channel::<Job>();
+    loop {
+        IDLE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(queue.clone());
+        match jobs.recv() {
+            Ok(job) => job(),
+            // `queue` is still here, so the channel cannot close; park should it ever.
+            Err(_) => loop {
+                std::thread::park();
+            },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -160,6 +203,29 @@ mod tests {
         assert_eq!(lingering.wait(), Some("here"));
         let failed = task(Builder::new(), false, || -> u8 { panic!("on purpose") }).unwrap();
         assert_eq!(failed.wait(), None);
+    }
+
+    #[test]
+    fn a_lingering_helper_that_answered_takes_the_next_task() {
+        let id = || std::thread::current().id();
+        let first = task(Builder::new(), true, id).unwrap().wait().unwrap();
+        assert_ne!(first, id());
+        // The helper offers itself right after answering: give it a moment to.
+        let mut reused = false;
+        for _ in 0..200 {
+            let next = task(Builder::new(), true, id).unwrap().wait().unwrap();
+            assert_ne!(next, id());
+            if next == first {
+                reused = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(reused, "no task ran on the helper that had answered");
+        // Without `linger` every task gets a thread of its own, which ends with it.
+        let a = task(Builder::new(), false, id).unwrap().wait().unwrap();
+        let b = task(Builder::new(), false, id).unwrap().wait().unwrap();
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -108,7 +108,9 @@ where
         let task = parallel::task(helper, sandbox::is_one_shot(), move || {
             trace::start_at(since);
             let prepared = prepare(&name, &env, &mut stdin);
-            (prepared, trace::phases())
+            let phases = trace::phases();
+            trace::stop();
+            (prepared, phases)
         });
         let task = match task {
             Ok(task) => task,

@@ -14,18 +14,20 @@
 //!   where it needs them: the container's interface must not exist; the bridge (created if
 //!   missing, up), `accept_ra` off on it; the veth pair created in the container netns with
 //!   its peer sent to the host netns (NLM_F_ECHO gives both indexes, as in the host); the host
-//!   end up, `accept_ra` off, enslaved, hairpin off; an IPv4 from a host-local style store in
-//!   `ipam.dataDir` (flock'd dir, one file per IP, `last_reserved_ip.0`); in the container
+//!   end up, `accept_ra` off, enslaved, hairpin off; an IPv4 from the host-local store in
+//!   `ipam.dataDir` through the host's own store code (`caps::store`: locked, the container's
+//!   existing reservation looked for as host-local does, the round-robin cursor, the address's
+//!   file created exclusively); in the container
 //!   `accept_dad` off, `arp_notify` on, the address, up; the gateway address on the bridge
 //!   unless there; `ip_forward` on unless on; the bridge's and host end's MACs read last.
-//! - `bridge` DEL: release the IP in the store, delete the container's veth end.
+//! - `bridge` DEL: release the container's IP in the store (same code), delete its veth end.
 //! - VERSION: the version JSON (process start only).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs;
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures::TryStreamExt;
@@ -35,6 +37,7 @@ use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth};
 use serde_json::{json, Value};
 use wasm_cni::caps::netns::Netns;
+use wasm_cni::caps::store::{store_dir, Disk};
 use wasm_cni::caps::{new_link, peer_index};
 
 /// The host's allocator, so that the floor differs from `wasm-cni` only by the sandbox.
@@ -337,27 +340,14 @@ async fn bridge_del(conf: &Value, ctr: &Netns, ifname: &str, container: &str) ->
     Ok(String::new())
 }
 
-/// The host-local store of this network, locked (flock) while the guard lives.
-struct Store {
-    dir: PathBuf,
-    _lock: File,
-}
-
-impl Store {
-    fn open(conf: &Value) -> Result<Store> {
-        let data = conf["ipam"]["dataDir"]
-            .as_str()
-            .unwrap_or("/var/lib/cni/networks");
-        let dir = Path::new(data).join(conf["name"].as_str().unwrap_or_default());
-        fs::create_dir_all(&dir)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("lock"))?;
-        lock.lock()?;
-        Ok(Store { dir, _lock: lock })
-    }
+/// The network's host-local store, locked: the host's own store code (`caps::store`), as our
+/// host-local plugin's requests drive it.
+fn locked_store(conf: &Value) -> Result<Disk> {
+    let dir = store_dir(conf["name"].as_str().unwrap_or_default(), conf.get("ipam"))
+        .map_err(|e| anyhow!(e))?;
+    let disk = Disk::open(&dir)?;
+    disk.lock()?;
+    Ok(disk)
 }
 
 fn allocate(
@@ -367,52 +357,32 @@ fn allocate(
     container: &str,
     ifname: &str,
 ) -> Result<Ipv4Addr> {
-    let store = Store::open(conf)?;
-    let last_file = store.dir.join("last_reserved_ip.0");
+    let disk = locked_store(conf)?;
+    // host-local refuses a second address for the same container and interface (the
+    // reference's GetByID, a walk of the store).
+    if !disk.get_by_id(container, ifname)?.is_empty() {
+        bail!("{container}/{ifname} already has an address");
+    }
     let first = u32::from(subnet.network()) + 1;
     let last = u32::from(subnet.broadcast()) - 1;
-    let start = fs::read_to_string(&last_file)
-        .ok()
-        .and_then(|s| s.trim().parse::<Ipv4Addr>().ok())
-        .map(u32::from)
-        .filter(|ip| (first..=last).contains(ip))
-        .unwrap_or(last);
+    let start = match disk.last_reserved_ip("0")? {
+        Some(IpAddr::V4(ip)) if (first..=last).contains(&u32::from(ip)) => u32::from(ip),
+        _ => last,
+    };
     let count = last - first + 1;
     for step in 1..=count {
         let ip = Ipv4Addr::from(first + (start - first + step) % count);
-        if ip == gw {
-            continue;
-        }
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(store.dir.join(ip.to_string()));
-        match f {
-            Ok(mut f) => {
-                f.write_all(format!("{container}\r\n{ifname}").as_bytes())?;
-                fs::write(&last_file, ip.to_string())?;
-                return Ok(ip);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e.into()),
+        if ip != gw && disk.reserve(IpAddr::V4(ip), container, ifname, "0")? {
+            disk.unlock()?;
+            return Ok(ip);
         }
     }
     bail!("no free address in {subnet}")
 }
 
 fn release(conf: &Value, container: &str, ifname: &str) -> Result<()> {
-    let store = Store::open(conf)?;
-    let want = format!("{container}\r\n{ifname}");
-    for entry in fs::read_dir(&store.dir)? {
-        let path = entry?.path();
-        if path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.parse::<Ipv4Addr>().is_ok())
-            && fs::read_to_string(&path).is_ok_and(|s| s.trim() == want)
-        {
-            fs::remove_file(&path)?;
-        }
-    }
+    let disk = locked_store(conf)?;
+    disk.release_by_id(container, ifname)?;
+    disk.unlock()?;
     Ok(())
 }

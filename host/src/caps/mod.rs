@@ -10,9 +10,9 @@ mod firewall;
 pub(crate) mod ipam;
 pub mod netns;
 mod network;
+pub mod store;
 
 pub use network::{new_link, peer_index};
-mod store;
 
 use std::sync::Arc;
 
