@@ -48,6 +48,10 @@ pub struct Caps {
     /// (deleted, moved away): another handle made before is stale and refused, even if the
     /// kernel hands that index to a new link (network.rs, `LinkRes`).
     link_epochs: std::collections::HashMap<(Option<(u64, u64)>, u32), u32>,
+    /// How many privileged operations this run has asked for (each is audited, see
+    /// [`Caps::audit`]): a link's description taken when its handle was made answers `info`
+    /// only while this has not moved (network.rs, `LinkRes::seen`).
+    changes: std::cell::Cell<u64>,
 }
 
 impl Caps {
@@ -73,6 +77,7 @@ impl Caps {
             policy,
             host_id,
             link_epochs: Default::default(),
+            changes: Default::default(),
         }
     }
 
@@ -121,8 +126,11 @@ impl Caps {
         ))
     }
 
-    /// One audit line per privileged operation: who, what, on what, and how it ended.
+    /// One audit line per privileged operation: who, what, on what, and how it ended. Every
+    /// change a guest asks for passes here (also a refused or failed one, and a delegation,
+    /// whose plugin may change links with capabilities of its own), so it also counts them.
     fn audit(&self, op: &str, target: &str, outcome: &str) {
+        self.changes.set(self.changes.get() + 1);
         self.logger.audit(op, target, outcome);
     }
 
