@@ -107,6 +107,7 @@ where
         let helper = std::thread::Builder::new().name("wasm-cni-prepare".into());
         let task = parallel::task(helper, sandbox::is_one_shot(), move || {
             trace::start_at(since);
+            warm_cpu_features();
             let prepared = prepare(&name, &env, &mut stdin);
             let phases = trace::phases();
             trace::stop();
@@ -167,6 +168,19 @@ where
     }
     logger.log(level, "invocation", &fields);
     output
+}
+
+/// Fill std's cache of the CPU's features now, on the prepare helper. The artifact load on
+/// the main thread needs it a few tens of µs into the exec (`memchr` in wasmtime's ELF
+/// parsing, the engine's check of the compiled code's ISA flags), and filling it is a series
+/// of `cpuid` instructions, each a trap to the hypervisor in a VM: ~14 µs per exec on the main
+/// thread in a profile of bridge ADDs. The cache is process-wide and filled once; should the
+/// main thread get there first, it fills it itself, as before.
+fn warm_cpu_features() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let _ = std::arch::is_x86_feature_detected!("avx2");
+    }
 }
 
 /// An exec's checked request with what its run needs besides the guest.
