@@ -11,7 +11,8 @@
 //! vectors and strings), and musl's mutex is a few calls deep: lock and unlock were ~9% of an
 //! exec's user time in a profile of bridge ADDs. And one heap serializes threads: an exec's main
 //! thread loads its plugin's artifact while a helper parses the request and links the
-//! sandbox's interfaces, and a delegating plugin's IPAM artifact loads on a third.
+//! sandbox's interfaces, and a delegating plugin's IPAM artifact loads on a helper while the
+//! main thread runs the plugin.
 //!
 //! So every thread gets a heap of its own ([`HEAPS`] of them, handed out round-robin on a
 //! thread's first allocation), each a `Dlmalloc` behind a spin lock that its thread almost
@@ -37,8 +38,10 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use dlmalloc::Dlmalloc;
 
-/// How many heaps: the main thread (which loads the artifact), the prepare helper, the netns
-/// worker and the IPAM prefetch each get their own in an exec.
+/// How many heaps: the main thread (which loads the artifact), the prepare helper (which also
+/// prefetches a delegating plugin's IPAM plugin once it has answered, see `parallel::task`)
+/// and the netns worker each get their own in an exec; a fourth for a helper started when
+/// none is idle.
 pub const HEAPS: usize = 4;
 /// The address space of one heap: far beyond what any exec or compile allocates (tens of MiB;
 /// compiling a plugin, a few hundred), and little beside wasmtime's own reservation of
