@@ -317,39 +317,41 @@ impl Caps {
             .map_err(|e| invalid(format!("bad netns handle: {e}")))
     }
 
-    fn link(&self, res: &Resource<LinkRes>) -> NetResult<(Arc<Netns>, u32)> {
+    fn link_res(&self, res: &Resource<LinkRes>) -> NetResult<&LinkRes> {
         self.table
             .get(res)
-            .map(|l| (l.ns.clone(), l.index))
             .map_err(|e| invalid(format!("bad link handle: {e}")))
     }
 
-    /// A handle for the link `msg` describes (its index and name) in `ns`.
-    fn push_link(&mut self, ns: Arc<Netns>, msg: &LinkMessage) -> NetResult<Resource<LinkRes>> {
-        let info = link_info(msg);
-        let res = self.push_link_named(ns, msg.header.index, info.name.clone())?;
-        let seen = Some((self.changes.get(), info));
-        self.table
-            .get_mut(&res)
-            .map_err(|e| invalid(e.to_string()))?
-            .seen = seen;
-        Ok(res)
+    fn link(&self, res: &Resource<LinkRes>) -> NetResult<(Arc<Netns>, u32)> {
+        self.link_res(res).map(|l| (l.ns.clone(), l.index))
     }
 
+    /// A handle for the link `msg` describes (its index and name) in `ns`; `msg` also answers
+    /// the handle's `info` until the next change (see [`LinkRes`]).
+    fn push_link(&mut self, ns: Arc<Netns>, msg: &LinkMessage) -> NetResult<Resource<LinkRes>> {
+        let info = link_info(msg);
+        self.push_link_named(ns, msg.header.index, info.name.clone(), Some(info))
+    }
+
+    /// A handle for link `index` of `ns` called `name`, with what the kernel said of it now
+    /// (`seen`), if anything.
     fn push_link_named(
         &mut self,
         ns: Arc<Netns>,
         index: u32,
         name: String,
+        seen: Option<LinkInfo>,
     ) -> NetResult<Resource<LinkRes>> {
         let epoch = self.link_epoch(&ns, index);
+        let seen = seen.map(|info| (self.changes.get(), info));
         self.table
             .push(LinkRes {
                 ns,
                 index,
                 name,
                 epoch,
-                seen: None,
+                seen,
             })
             .map_err(|e| invalid(e.to_string()))
     }
@@ -435,10 +437,7 @@ impl Caps {
 
     /// [`Self::guard_name`] for a link handle, by the name it was granted under (see [`LinkRes`]).
     fn guard_link(&self, res: &Resource<LinkRes>, op: &str) -> NetResult<()> {
-        let link = self
-            .table
-            .get(res)
-            .map_err(|e| invalid(format!("bad link handle: {e}")))?;
+        let link = self.link_res(res)?;
         if link.epoch != self.link_epoch(&link.ns, link.index) {
             return Err(error(
                 ErrorKind::NotFound,
@@ -710,7 +709,7 @@ impl network::HostNetns for Caps {
         // out when both ends have the same index (in two namespaces; `ip` then shows no
         // `@ifN`): the peer is looked up by name.
         let there = match peer_index(&created) {
-            Some(index) => self.push_link_named(peer_ns, index, peer_name)?,
+            Some(index) => self.push_link_named(peer_ns, index, peer_name, None)?,
             None => {
                 let m = self.get_link(&peer_ns, None, Some(&peer_name))?;
                 let m = m.ok_or_else(|| {
@@ -811,11 +810,13 @@ impl network::HostNetns for Caps {
 
 impl network::HostLink for Caps {
     fn info(&mut self, link: Resource<LinkRes>) -> NetResult<LinkInfo> {
-        let seen = self.table.get(&link).ok().and_then(|l| l.seen.as_ref());
-        if let Some((_, info)) = seen.filter(|(at, _)| *at == self.changes.get()) {
-            return Ok(info.clone());
+        let res = self.link_res(&link)?;
+        if let Some((at, info)) = &res.seen {
+            if *at == self.changes.get() {
+                return Ok(info.clone());
+            }
         }
-        let (ns, index) = self.link(&link)?;
+        let (ns, index) = (res.ns.clone(), res.index);
         self.get_link(&ns, Some(index), None)?
             .as_ref()
             .map(link_info)
