@@ -643,12 +643,6 @@ fn load(
     loaded: Option<Loaded>,
 ) -> Result<(Artifact, String, Ahead), CniError> {
     let unavailable = |msg: String| CniError::new(sandbox::codes::MODULE_UNAVAILABLE, msg, "");
-    std::fs::metadata(&plugin.module).map_err(|e| {
-        unavailable(format!(
-            "cannot read plugin module {}: {e}",
-            plugin.module.display()
-        ))
-    })?;
     let path = artifact::artifact_path(&plugin.module);
     let fetched = loaded
         .map(|loaded| Fetched {
@@ -664,6 +658,14 @@ fn load(
         Ok((artifact, digest)) => return Ok((artifact, digest, ready)),
         Err(stale) => stale,
     };
+    // A load that succeeded has read the module's metadata (its identity vouches for the
+    // artifact); one that failed may have failed for want of the module itself.
+    std::fs::metadata(&plugin.module).map_err(|e| {
+        unavailable(format!(
+            "cannot read plugin module {}: {e}",
+            plugin.module.display()
+        ))
+    })?;
     logger.log(
         Level::Warn,
         "recompiling artifact",
