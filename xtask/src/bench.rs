@@ -478,11 +478,25 @@ impl Side<'_> {
 }
 
 /// The native floor binary (`bench/native-floor`), built and linked like the host.
-const FLOOR_BIN: &str = "wasm-cni-floor";
+pub const FLOOR_BIN: &str = "wasm-cni-floor";
 
-fn build_floor(root: &Path) -> Result<std::path::PathBuf> {
-    run(&mut crate::host_build(&["-p", "wasm-cni-native-floor"])?)?;
-    Ok(crate::host_bin_dir(root)?.join(FLOOR_BIN))
+/// Builds the native floor like the runtime: with a profile of its own workload when the
+/// runtime got one (see `pgo.rs`), in a target dir of its own then (other flags than the
+/// runtime's). Returns the binary and whether it has a profile.
+fn build_floor(root: &Path) -> Result<(std::path::PathBuf, bool)> {
+    let build: &[&str] = &["-p", "wasm-cni-native-floor"];
+    let Some(profile) = crate::pgo::floor(root)? else {
+        run(&mut crate::host_build(build)?)?;
+        return Ok((crate::host_bin_dir(root)?.join(FLOOR_BIN), false));
+    };
+    let dir = crate::target_dir(root).join("pgo").join("floor");
+    let flags = crate::pgo::use_flags(Some(&profile));
+    run(&mut crate::host_build_with(build, &flags, Some(&dir))?)?;
+    let bin = dir
+        .join(crate::node_triple()?)
+        .join("release")
+        .join(FLOOR_BIN);
+    Ok((bin, true))
 }
 
 fn with_prev(conf: &Value, prev: &str) -> Result<Value> {
@@ -496,9 +510,10 @@ fn first_ip(result: &str) -> Option<String> {
     v["ips"][0]["address"].as_str().map(str::to_string)
 }
 
-pub fn bench(root: &Path, dir: &Path, runs: usize) -> Result<()> {
+/// `ours_pgo`: whether the installed `wasm-cni` was built with its profile (see `pgo.rs`).
+pub fn bench(root: &Path, dir: &Path, runs: usize, ours_pgo: bool) -> Result<()> {
     catch_signals();
-    let floor_bin = build_floor(root)?;
+    let (floor_bin, floor_pgo) = build_floor(root)?;
     let reference = Path::new(REFERENCE_DIR);
     let pid = std::process::id();
     let host = Netns::new(format!("wcni-bench-host-{pid}"))?;
@@ -822,7 +837,7 @@ pub fn bench(root: &Path, dir: &Path, runs: usize) -> Result<()> {
         true_floor,
         version_floor,
     ];
-    let report = report(&ops, &traced, runs)?;
+    let report = report(&ops, &traced, runs, [ours_pgo, floor_pgo])?;
     print!("{report}");
     let out = root.join("target").join("bench");
     fs::create_dir_all(&out)?;
@@ -848,16 +863,20 @@ fn machine() -> String {
     )
 }
 
-fn report(ops: &[Op], traced: &[(&str, Phases)], runs: usize) -> Result<String> {
+/// `pgo`: whether ours and the floor were built with a profile of their workload.
+fn report(ops: &[Op], traced: &[(&str, Phases)], runs: usize, pgo: [bool; 2]) -> Result<String> {
     let mut r = String::new();
     writeln!(r, "# wasm-cni bench\n")?;
+    let with = |on: bool| if on { "with" } else { "without" };
     writeln!(
         r,
         "{runs} runs per operation, interleaved ours/reference, cniVersion {CNI_VERSION}, every \
          exec a direct vfork/exec of the plugin binary as a Go runtime's `os/exec` does it, from \
          a bench thread in a throwaway host netns; peak RSS from {} more fork/exec runs per \
-         operation. Machine: {}.\n",
+         operation. Ours built {} its profile (PGO), the native floor {} its own. Machine: {}.\n",
         runs.min(RSS_RUNS),
+        with(pgo[0]),
+        with(pgo[1]),
         machine()
     )?;
     writeln!(
@@ -1012,4 +1031,123 @@ pub fn runs(args: &[String]) -> Result<usize> {
         }
         None => Ok(30),
     }
+}
+
+/// The training workload of a profile of `wasm-cni` (see `pgo.rs`): the operations the bench
+/// times, `rounds` times each, through the plugins installed in `dir`, in throwaway namespaces
+/// of their own (tag `wcni-pgo-*`). Every exec must succeed: a failure is a broken build.
+pub fn train_runtime(dir: &Path, rounds: usize) -> Result<()> {
+    train(rounds, |ns, data| {
+        let side = Side { dir, ours: true };
+        let call = |command, ifname| Call {
+            command,
+            container: "pgo",
+            netns: ns.clone(),
+            ifname,
+            cni_path: dir,
+            trace: false,
+        };
+        let spawn = Spawn::Runtime;
+        let version = json!({"cniVersion": CNI_VERSION}).to_string();
+        let cni_path = dir.display().to_string();
+        let env = [("CNI_COMMAND", "VERSION"), ("CNI_PATH", cni_path.as_str())];
+        exec_ok(&dir.join("loopback"), &[], &env, &version, spawn)?;
+        let lo = json!({"cniVersion": CNI_VERSION, "name": "pgo-lo", "type": "loopback"});
+        side.add_del("loopback", |c| call(c, "lo"), &lo, spawn)?;
+        let bridge = train_bridge_conf(data);
+        side.add_del("bridge", |c| call(c, "eth0"), &bridge, spawn)?;
+        // And CHECK, which needs the container's interface: ADD, CHECK, DEL.
+        let add = side.call("bridge", &call("ADD", "eth0"), &bridge, spawn)?;
+        let prev = with_prev(&bridge, &add.stdout)?;
+        side.call("bridge", &call("CHECK", "eth0"), &prev, spawn)?;
+        side.call("bridge", &call("DEL", "eth0"), &prev, spawn)?;
+        let hd = json!({
+            "cniVersion": CNI_VERSION, "name": "pgo-hd", "type": "host-device",
+            "device": TRAIN_DEVICE,
+        });
+        side.add_del("host-device", |c| call(c, "hd0"), &hd, spawn)?;
+        Ok(())
+    })
+}
+
+/// The training workload of the native floor's profile: its operations in the bench.
+pub fn train_floor(floor: &Path, rounds: usize) -> Result<()> {
+    train(rounds, |ns, data| {
+        let exec = |command: &str, ifname: &str, conf: &str| -> Result<Exec> {
+            let mut env = vec![("CNI_COMMAND", command.to_string())];
+            if command != "VERSION" {
+                env.extend([
+                    ("CNI_CONTAINERID", "pgo".to_string()),
+                    ("CNI_NETNS", ns.clone()),
+                    ("CNI_IFNAME", ifname.to_string()),
+                ]);
+            }
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            exec_ok(floor, &[], &env, conf, Spawn::Runtime)
+        };
+        exec(
+            "VERSION",
+            "",
+            &json!({"cniVersion": CNI_VERSION}).to_string(),
+        )?;
+        let lo = json!({"cniVersion": CNI_VERSION, "name": "pgo-lo", "type": "loopback"});
+        exec("ADD", "lo", &lo.to_string())?;
+        let bridge = train_bridge_conf(data);
+        let add = exec("ADD", "eth0", &bridge.to_string())?;
+        exec("DEL", "eth0", &with_prev(&bridge, &add.stdout)?.to_string())?;
+        Ok(())
+    })
+}
+
+/// The host device the runtime's training moves: a veth end in the training's host netns.
+const TRAIN_DEVICE: &str = "wcpgohd0";
+
+fn train_bridge_conf(data: &Path) -> Value {
+    json!({
+        "cniVersion": CNI_VERSION,
+        "name": "pgo-br",
+        "type": "bridge",
+        "bridge": "wcpgo-br",
+        "isGateway": true,
+        "ipam": {
+            "type": "host-local",
+            "dataDir": data.display().to_string(),
+            "ranges": [[{"subnet": "10.98.40.0/24"}]],
+        }
+    })
+}
+
+/// Runs `round(container netns path, IPAM data dir)` `rounds` times from a thread that entered
+/// a throwaway host netns (with `lo` up and a veth pair for host-device), like the bench.
+fn train(rounds: usize, round: impl Fn(String, &Path) -> Result<()> + Sync) -> Result<()> {
+    let pid = std::process::id();
+    let host = Netns::new(format!("wcni-pgo-host-{pid}"))?;
+    let ctr = Netns::new(format!("wcni-pgo-c-{pid}"))?;
+    let hns = HostNs::open(&host)?;
+    let data = TempDir::new("pgo-ipam")?;
+    run(Command::new("ip").args(["-n", &host.0, "link", "set", "lo", "up"]))?;
+    run(Command::new("ip").args([
+        "-n",
+        &host.0,
+        "link",
+        "add",
+        TRAIN_DEVICE,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "wcpgohd1",
+    ]))?;
+    thread::scope(|scope| {
+        scope
+            .spawn(|| -> Result<()> {
+                hns.enter()?;
+                for _ in 0..rounds {
+                    round(ctr.path(), &data.0)?;
+                }
+                Ok(())
+            })
+            .join()
+            .unwrap_or_else(|_| bail!("the training thread panicked"))
+    })
 }

@@ -17,8 +17,20 @@ mod new_plugin;
 mod bench;
 mod demo;
 mod image;
+mod pgo;
 
 const GUEST_TARGET: &str = "wasm32-wasip2";
+/// The runtime and the install-time compiler: two invocations, because features unify within
+/// one and the runtime must not link Cranelift.
+const RUNTIME_BUILD: &[&str] = &["-p", "wasm-cni", "--bin", "wasm-cni"];
+const COMPILER_BUILD: &[&str] = &[
+    "-p",
+    "wasm-cni",
+    "--features",
+    "compiler",
+    "--bin",
+    "wasm-cni-compile",
+];
 const HOST_BINARIES: &[&str] = &["wasm-cni", "wasm-cni-compile"];
 /// Guests built for the tests only, never installed (the example plugins among them).
 const TEST_GUESTS: &[&str] = &["hostile", "sysctl-tuning"];
@@ -124,6 +136,8 @@ struct Built {
     bin_dir: PathBuf,
     guest_dir: PathBuf,
     guests: Vec<String>,
+    /// Whether the host binaries were built with the runtime's profile (see `pgo.rs`).
+    pgo: bool,
 }
 
 /// Add the guest target and the node target to the toolchain if they are missing, and check
@@ -159,20 +173,19 @@ fn build(root: &Path) -> Result<Built> {
         guest_build.args(["-p", g]);
     }
     run(&mut guest_build)?;
-    // Two invocations: features unify within one, and the runtime must not link Cranelift.
-    run(&mut host_build(&["-p", "wasm-cni", "--bin", "wasm-cni"])?)?;
-    run(&mut host_build(&[
-        "-p",
-        "wasm-cni",
-        "--features",
-        "compiler",
-        "--bin",
-        "wasm-cni-compile",
-    ])?)?;
+    let guest_dir = target_dir(root).join(GUEST_TARGET).join("guest");
+    // Both host binaries with the runtime's profile, when one can be made (pgo.rs): the same
+    // flags for both, so they share their dependencies' builds.
+    let profile = pgo::runtime(root, &guest_dir, &guests)?;
+    let flags = pgo::use_flags(profile.as_deref());
+    for build in [RUNTIME_BUILD, COMPILER_BUILD] {
+        run(&mut host_build_with(build, &flags, None)?)?;
+    }
     Ok(Built {
         bin_dir: host_bin_dir(root)?,
-        guest_dir: target_dir(root).join(GUEST_TARGET).join("guest"),
+        guest_dir,
         guests,
+        pgo: profile.is_some(),
     })
 }
 
@@ -221,6 +234,13 @@ fn node_triple() -> Result<String> {
 /// `--target` is explicit so that `+crt-static` reaches these binaries but not the build
 /// scripts and proc macros cargo builds for itself.
 fn host_build(args: &[&str]) -> Result<Command> {
+    host_build_with(args, &[], None)
+}
+
+/// [`host_build`] with more rustc flags (PGO's, see `pgo.rs`), into another target directory
+/// if `target_dir` is set (binaries built with other flags would otherwise replace, and be
+/// rebuilt over, the ones in the workspace's).
+fn host_build_with(args: &[&str], extra: &[String], target_dir: Option<&Path>) -> Result<Command> {
     // getrandom's default Linux backend finds getrandom() with dlsym, which a static binary
     // cannot do: it then falls back to polling /dev/random and reading /dev/urandom (4
     // syscalls per process, for WASI's random seeds). musl has getrandom(): call it directly.
@@ -241,22 +261,45 @@ fn host_build(args: &[&str]) -> Result<Command> {
     let mut cmd = cargo();
     cmd.args(["build", "--release", "--target", &node_triple()?])
         .args(args);
-    // Added to the caller's flags; cargo prefers CARGO_ENCODED_RUSTFLAGS when it is set.
-    match env::var("CARGO_ENCODED_RUSTFLAGS") {
-        Ok(encoded) if !encoded.is_empty() => {
-            cmd.env(
-                "CARGO_ENCODED_RUSTFLAGS",
-                format!("{encoded}\x1f{}", ours.join("\x1f")),
-            );
-        }
-        _ => {
-            let mut flags = env::var("RUSTFLAGS").unwrap_or_default();
-            flags.push(' ');
-            flags.push_str(&ours.join(" "));
-            cmd.env("RUSTFLAGS", flags.trim());
-        }
+    if let Some(dir) = target_dir {
+        cmd.env("CARGO_TARGET_DIR", dir);
     }
+    let ours: Vec<String> = ours
+        .iter()
+        .map(|f| f.to_string())
+        .chain(extra.iter().cloned())
+        .collect();
+    let callers = (
+        env::var("CARGO_ENCODED_RUSTFLAGS").ok(),
+        env::var("RUSTFLAGS").ok(),
+    );
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", encoded_rustflags(callers, &ours));
+    cmd.env_remove("RUSTFLAGS");
     Ok(cmd)
+}
+
+/// `ours` added to the caller's rustc flags (`CARGO_ENCODED_RUSTFLAGS`, which cargo prefers,
+/// else `RUSTFLAGS`), encoded for `CARGO_ENCODED_RUSTFLAGS`: one flag per `\x1f`-separated
+/// field, so that a flag with a space in it (a profile's path) stays one flag.
+fn encoded_rustflags(
+    (encoded, plain): (Option<String>, Option<String>),
+    ours: &[String],
+) -> String {
+    let callers: Vec<String> = match (encoded, plain) {
+        (Some(encoded), _) if !encoded.is_empty() => {
+            encoded.split('\x1f').map(String::from).collect()
+        }
+        (_, plain) => plain
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(String::from)
+            .collect(),
+    };
+    callers
+        .into_iter()
+        .chain(ours.iter().cloned())
+        .collect::<Vec<_>>()
+        .join("\x1f")
 }
 
 /// Where [`host_build`] puts its binaries.
@@ -379,7 +422,7 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
     let built = build(root)?;
     let dir = TempDir::new("bench")?;
     install(&built, &dir.0, false)?;
-    bench::bench(root, &dir.0, runs)
+    bench::bench(root, &dir.0, runs, built.pgo)
 }
 
 fn ensure_reference_plugins() -> Result<()> {
@@ -451,4 +494,46 @@ fn test(root: &Path) -> Result<()> {
     result?;
     eprintln!("all tests passed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encoded_rustflags;
+
+    fn flags(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_profile_path_with_a_space_stays_one_flag_after_the_callers_flags() {
+        let ours = flags(&[
+            "-C",
+            "target-feature=+crt-static",
+            "-Cprofile-use=/a b/x.profdata",
+        ]);
+        let plain = Some("-C  opt-level=2 ".to_string());
+        let got = encoded_rustflags((None, plain), &ours);
+        let fields: Vec<&str> = got.split('\x1f').collect();
+        assert_eq!(
+            fields,
+            [
+                "-C",
+                "opt-level=2",
+                "-C",
+                "target-feature=+crt-static",
+                "-Cprofile-use=/a b/x.profdata"
+            ]
+        );
+    }
+
+    #[test]
+    fn encoded_flags_are_kept_as_they_are_and_preferred_over_rustflags() {
+        let encoded = Some("--cfg\x1fx=\"a b\"".to_string());
+        let plain = Some("-Cignored".to_string());
+        let got = encoded_rustflags((encoded, plain), &flags(&["-Cours"]));
+        assert_eq!(got, "--cfg\x1fx=\"a b\"\x1f-Cours");
+        // An empty encoded value is no value: RUSTFLAGS counts then.
+        let got = encoded_rustflags((Some(String::new()), Some("-Ca".into())), &[]);
+        assert_eq!(got, "-Ca");
+    }
 }
