@@ -1120,6 +1120,8 @@ fn train_bridge_conf(data: &Path) -> Value {
 /// Runs `round(container netns path, IPAM data dir)` `rounds` times from a thread that entered
 /// a throwaway host netns (with `lo` up and a veth pair for host-device), like the bench.
 fn train(rounds: usize, round: impl Fn(String, &Path) -> Result<()> + Sync) -> Result<()> {
+    // Ctrl-C stops the training at its next exec and the guards remove what it made.
+    catch_signals();
     let pid = std::process::id();
     let host = Netns::new(format!("wcni-pgo-host-{pid}"))?;
     let ctr = Netns::new(format!("wcni-pgo-c-{pid}"))?;
