@@ -48,6 +48,31 @@ fn catch_signals() {
     }
 }
 
+/// SIGINT and SIGTERM caught (see [`catch_signals`]) while it lives, the previous handlers
+/// back when dropped: for the PGO training, which runs inside a longer command (`test`,
+/// `install`) that must still die of a signal afterwards.
+struct SignalsCaught([libc::sighandler_t; 2]);
+
+impl SignalsCaught {
+    fn new() -> SignalsCaught {
+        let mut old = [libc::SIG_DFL; 2];
+        for (i, sig) in [libc::SIGINT, libc::SIGTERM].into_iter().enumerate() {
+            // SAFETY: as in `catch_signals`.
+            old[i] = unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+        }
+        SignalsCaught(old)
+    }
+}
+
+impl Drop for SignalsCaught {
+    fn drop(&mut self) {
+        for (i, sig) in [libc::SIGINT, libc::SIGTERM].into_iter().enumerate() {
+            // SAFETY: restores the handler `signal` returned for this signal.
+            unsafe { libc::signal(sig, self.0[i]) };
+        }
+    }
+}
+
 fn check_stop() -> Result<()> {
     if STOP.load(Ordering::SeqCst) {
         bail!("interrupted; removing the namespaces and temp dirs");
@@ -479,19 +504,24 @@ impl Side<'_> {
 
 /// The native floor binary (`bench/native-floor`), built and linked like the host.
 pub const FLOOR_BIN: &str = "wasm-cni-floor";
+pub const FLOOR_BUILD: &[&str] = &["-p", "wasm-cni-native-floor"];
 
-/// Builds the native floor like the runtime: with a profile of its own workload when the
-/// runtime got one (see `pgo.rs`), in a target dir of its own then (other flags than the
-/// runtime's). Returns the binary and whether it has a profile.
+/// Builds the native floor like the runtime: with a profile of its own workload when one can
+/// be made (the same conditions as the runtime's, see `pgo.rs`; the report says which got
+/// one), in a target dir of its own then (other flags than the runtime's). Returns the binary
+/// and whether it has a profile.
 fn build_floor(root: &Path) -> Result<(std::path::PathBuf, bool)> {
-    let build: &[&str] = &["-p", "wasm-cni-native-floor"];
     let Some(profile) = crate::pgo::floor(root)? else {
-        run(&mut crate::host_build(build)?)?;
+        run(&mut crate::host_build(FLOOR_BUILD)?)?;
         return Ok((crate::host_bin_dir(root)?.join(FLOOR_BIN), false));
     };
-    let dir = crate::target_dir(root).join("pgo").join("floor");
+    let dir = crate::pgo::floor_target_dir(root);
     let flags = crate::pgo::use_flags(Some(&profile));
-    run(&mut crate::host_build_with(build, &flags, Some(&dir))?)?;
+    run(&mut crate::host_build_with(
+        FLOOR_BUILD,
+        &flags,
+        Some(&dir),
+    )?)?;
     let bin = dir
         .join(crate::node_triple()?)
         .join("release")
@@ -1101,6 +1131,7 @@ pub fn train_floor(floor: &Path, rounds: usize) -> Result<()> {
 
 /// The host device the runtime's training moves: a veth end in the training's host netns.
 const TRAIN_DEVICE: &str = "wcpgohd0";
+const TRAIN_DEVICE_PEER: &str = "wcpgohd1";
 
 fn train_bridge_conf(data: &Path) -> Value {
     json!({
@@ -1121,7 +1152,7 @@ fn train_bridge_conf(data: &Path) -> Value {
 /// a throwaway host netns (with `lo` up and a veth pair for host-device), like the bench.
 fn train(rounds: usize, round: impl Fn(String, &Path) -> Result<()> + Sync) -> Result<()> {
     // Ctrl-C stops the training at its next exec and the guards remove what it made.
-    catch_signals();
+    let _signals = SignalsCaught::new();
     let pid = std::process::id();
     let host = Netns::new(format!("wcni-pgo-host-{pid}"))?;
     let ctr = Netns::new(format!("wcni-pgo-c-{pid}"))?;
@@ -1138,7 +1169,7 @@ fn train(rounds: usize, round: impl Fn(String, &Path) -> Result<()> + Sync) -> R
         "veth",
         "peer",
         "name",
-        "wcpgohd1",
+        TRAIN_DEVICE_PEER,
     ]))?;
     thread::scope(|scope| {
         scope

@@ -190,10 +190,24 @@ fn build(root: &Path) -> Result<Built> {
 }
 
 /// The workspace's target directory.
+/// Absolute (a relative `CARGO_TARGET_DIR` is the workspace's, as cargo takes it): paths under
+/// it end up in rustc flags, and cargo runs rustc in each package's own directory.
 fn target_dir(root: &Path) -> PathBuf {
-    env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"))
+    env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map(|d| root.join(d))
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// A guest's built module: `<name with _>.wasm` for a library guest, `<name>.wasm` for a
+/// guest built as a program (a WASI command).
+fn guest_module(guest_dir: &Path, guest: &str) -> PathBuf {
+    let lib = guest_dir.join(format!("{}.wasm", guest.replace('-', "_")));
+    if lib.exists() {
+        lib
+    } else {
+        guest_dir.join(format!("{guest}.wasm"))
+    }
 }
 
 /// The triple of the machine we build on (`rustc -vV`).
@@ -238,8 +252,8 @@ fn host_build(args: &[&str]) -> Result<Command> {
 }
 
 /// [`host_build`] with more rustc flags (PGO's, see `pgo.rs`), into another target directory
-/// if `target_dir` is set (binaries built with other flags would otherwise replace, and be
-/// rebuilt over, the ones in the workspace's).
+/// if `target_dir` is set (a binary built with other flags would otherwise replace the one in
+/// the workspace's `release/`).
 fn host_build_with(args: &[&str], extra: &[String], target_dir: Option<&Path>) -> Result<Command> {
     // getrandom's default Linux backend finds getrandom() with dlsym, which a static binary
     // cannot do: it then falls back to polling /dev/random and reading /dev/urandom (4
@@ -269,27 +283,24 @@ fn host_build_with(args: &[&str], extra: &[String], target_dir: Option<&Path>) -
         .map(|f| f.to_string())
         .chain(extra.iter().cloned())
         .collect();
-    let callers = (
-        env::var("CARGO_ENCODED_RUSTFLAGS").ok(),
-        env::var("RUSTFLAGS").ok(),
+    let encoded = env::var("CARGO_ENCODED_RUSTFLAGS").ok();
+    let plain = env::var("RUSTFLAGS").ok();
+    cmd.env(
+        "CARGO_ENCODED_RUSTFLAGS",
+        encoded_rustflags(encoded, plain, &ours),
     );
-    cmd.env("CARGO_ENCODED_RUSTFLAGS", encoded_rustflags(callers, &ours));
     cmd.env_remove("RUSTFLAGS");
     Ok(cmd)
 }
 
-/// `ours` added to the caller's rustc flags (`CARGO_ENCODED_RUSTFLAGS`, which cargo prefers,
-/// else `RUSTFLAGS`), encoded for `CARGO_ENCODED_RUSTFLAGS`: one flag per `\x1f`-separated
-/// field, so that a flag with a space in it (a profile's path) stays one flag.
-fn encoded_rustflags(
-    (encoded, plain): (Option<String>, Option<String>),
-    ours: &[String],
-) -> String {
+/// `ours` added to the caller's rustc flags, taken as cargo takes them (`CARGO_ENCODED_RUSTFLAGS`
+/// when set, even empty, else `RUSTFLAGS`), encoded for `CARGO_ENCODED_RUSTFLAGS`: one flag per
+/// `\x1f`-separated field, so that a flag with a space in it (a profile's path) stays one flag.
+fn encoded_rustflags(encoded: Option<String>, plain: Option<String>, ours: &[String]) -> String {
     let callers: Vec<String> = match (encoded, plain) {
-        (Some(encoded), _) if !encoded.is_empty() => {
-            encoded.split('\x1f').map(String::from).collect()
-        }
-        (_, plain) => plain
+        (Some(encoded), _) if encoded.is_empty() => Vec::new(),
+        (Some(encoded), _) => encoded.split('\x1f').map(String::from).collect(),
+        (None, plain) => plain
             .unwrap_or_default()
             .split_whitespace()
             .map(String::from)
@@ -337,14 +348,7 @@ fn install(built: &Built, dir: &Path, replace: bool) -> Result<()> {
             }
         }
         let module = dir.join(format!("{g}.wasm"));
-        install_file(
-            &built
-                .guest_dir
-                .join(format!("{}.wasm", g.replace('-', "_"))),
-            &module,
-            0o644,
-        )
-        .or_else(|_| install_file(&built.guest_dir.join(format!("{g}.wasm")), &module, 0o644))?;
+        install_file(&guest_module(&built.guest_dir, g), &module, 0o644)?;
         run(Command::new(dir.join("wasm-cni-compile"))
             .arg(&module)
             .stdout(Stdio::null()))?;
@@ -512,7 +516,7 @@ mod tests {
             "-Cprofile-use=/a b/x.profdata",
         ]);
         let plain = Some("-C  opt-level=2 ".to_string());
-        let got = encoded_rustflags((None, plain), &ours);
+        let got = encoded_rustflags(None, plain, &ours);
         let fields: Vec<&str> = got.split('\x1f').collect();
         assert_eq!(
             fields,
@@ -530,10 +534,12 @@ mod tests {
     fn encoded_flags_are_kept_as_they_are_and_preferred_over_rustflags() {
         let encoded = Some("--cfg\x1fx=\"a b\"".to_string());
         let plain = Some("-Cignored".to_string());
-        let got = encoded_rustflags((encoded, plain), &flags(&["-Cours"]));
+        let got = encoded_rustflags(encoded, plain, &flags(&["-Cours"]));
         assert_eq!(got, "--cfg\x1fx=\"a b\"\x1f-Cours");
-        // An empty encoded value is no value: RUSTFLAGS counts then.
-        let got = encoded_rustflags((Some(String::new()), Some("-Ca".into())), &[]);
-        assert_eq!(got, "-Ca");
+        // Set but empty, it still wins (no flags), as cargo reads it.
+        let got = encoded_rustflags(Some(String::new()), Some("-Ca".into()), &flags(&["-Cb"]));
+        assert_eq!(got, "-Cb");
+        let got = encoded_rustflags(None, Some("-Ca".into()), &flags(&["-Cb"]));
+        assert_eq!(got, "-Ca\x1f-Cb");
     }
 }
