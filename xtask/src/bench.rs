@@ -41,23 +41,16 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-fn catch_signals() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic (async-signal-safe).
-        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
-    }
-}
-
-/// SIGINT and SIGTERM caught (see [`catch_signals`]) while it lives, the previous handlers
-/// back when dropped: for the PGO training, which runs inside a longer command (`test`,
-/// `install`) that must still die of a signal afterwards.
+/// SIGINT and SIGTERM caught while it lives (they set [`STOP`]), the previous handlers back
+/// when dropped: the PGO training runs inside a longer command (`test`, `install`) that must
+/// still die of a signal afterwards.
 struct SignalsCaught([libc::sighandler_t; 2]);
 
 impl SignalsCaught {
     fn new() -> SignalsCaught {
         let mut old = [libc::SIG_DFL; 2];
         for (i, sig) in [libc::SIGINT, libc::SIGTERM].into_iter().enumerate() {
-            // SAFETY: as in `catch_signals`.
+            // SAFETY: the handler only stores to an atomic (async-signal-safe).
             old[i] = unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
         }
         SignalsCaught(old)
@@ -482,6 +475,13 @@ struct Side<'a> {
 }
 
 impl Side<'_> {
+    /// VERSION to `loopback`: no netns, no container.
+    fn version(&self, stdin: &str, spawn: Spawn) -> Result<Exec> {
+        let cni_path = self.dir.display().to_string();
+        let env = [("CNI_COMMAND", "VERSION"), ("CNI_PATH", cni_path.as_str())];
+        exec_ok(&self.dir.join("loopback"), &[], &env, stdin, spawn)
+    }
+
     fn call(&self, plugin: &str, call: &Call, conf: &Value, spawn: Spawn) -> Result<Exec> {
         let env = call.env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -500,6 +500,65 @@ impl Side<'_> {
         let del = self.call(plugin, &call("DEL"), &with_prev(conf, &add.stdout)?, spawn)?;
         Ok((add, del))
     }
+}
+
+/// The stdin of a VERSION call.
+fn version_stdin() -> String {
+    json!({"cniVersion": CNI_VERSION}).to_string()
+}
+
+fn loopback_conf(name: &str) -> Value {
+    json!({"cniVersion": CNI_VERSION, "name": name, "type": "loopback"})
+}
+
+fn host_device_conf(name: &str, device: &str) -> Value {
+    json!({"cniVersion": CNI_VERSION, "name": name, "type": "host-device", "device": device})
+}
+
+/// An `isGateway` bridge with host-local IPAM on `subnet`, its store under `data`.
+fn bridge_conf(name: &str, bridge: &str, subnet: &str, data: &Path) -> Value {
+    json!({
+        "cniVersion": CNI_VERSION,
+        "name": name,
+        "type": "bridge",
+        "bridge": bridge,
+        "isGateway": true,
+        "ipam": {
+            "type": "host-local",
+            "dataDir": data.display().to_string(),
+            "ranges": [[{"subnet": subnet}]],
+        }
+    })
+}
+
+/// The throwaway netns that plays the host made ready: `lo` up, and a veth pair per
+/// `(device, peer)` whose first end a host-device call moves.
+fn set_up_host(host: &Netns, veths: &[(&str, &str)]) -> Result<()> {
+    run(Command::new("ip").args(["-n", &host.0, "link", "set", "lo", "up"]))?;
+    for (dev, peer) in veths {
+        run(Command::new("ip").args([
+            "-n", &host.0, "link", "add", dev, "type", "veth", "peer", "name", peer,
+        ]))?;
+    }
+    Ok(())
+}
+
+/// Execs the native floor for `call` with the part of its environment the floor reads
+/// (VERSION: only the command and `CNI_PATH`).
+fn floor_exec(floor: &Path, call: &Call, conf: &str, spawn: Spawn) -> Result<Exec> {
+    let mut env = vec![
+        ("CNI_COMMAND", call.command.to_string()),
+        ("CNI_PATH", call.cni_path.display().to_string()),
+    ];
+    if call.command != "VERSION" {
+        env.extend([
+            ("CNI_CONTAINERID", call.container.to_string()),
+            ("CNI_NETNS", call.netns.clone()),
+            ("CNI_IFNAME", call.ifname.to_string()),
+        ]);
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    exec_ok(floor, &[], &env, conf, spawn)
 }
 
 /// The native floor binary (`bench/native-floor`), built and linked like the host.
@@ -542,7 +601,7 @@ fn first_ip(result: &str) -> Option<String> {
 
 /// `ours_pgo`: whether the installed `wasm-cni` was built with its profile (see `pgo.rs`).
 pub fn bench(root: &Path, dir: &Path, runs: usize, ours_pgo: bool) -> Result<()> {
-    catch_signals();
+    let _signals = SignalsCaught::new();
     let (floor_bin, floor_pgo) = build_floor(root)?;
     let reference = Path::new(REFERENCE_DIR);
     let pid = std::process::id();
@@ -558,13 +617,8 @@ pub fn bench(root: &Path, dir: &Path, runs: usize, ours_pgo: bool) -> Result<()>
     // Declared after the guards, so dropped (closed) before they delete the namespaces.
     let hns = HostNs::open(&host)?;
     let data = TempDir::new("bench-ipam")?;
-    run(Command::new("ip").args(["-n", &host.0, "link", "set", "lo", "up"]))?;
     // A host device per side: one end of a veth pair in the host netns.
-    for (dev, peer) in [("wcbhdo0", "wcbhdo1"), ("wcbhdr0", "wcbhdr1")] {
-        run(Command::new("ip").args([
-            "-n", &host.0, "link", "add", dev, "type", "veth", "peer", "name", peer,
-        ]))?;
-    }
+    set_up_host(&host, &[("wcbhdo0", "wcbhdo1"), ("wcbhdr0", "wcbhdr1")])?;
     let sides = [
         Side { dir, ours: true },
         Side {
@@ -579,30 +633,18 @@ pub fn bench(root: &Path, dir: &Path, runs: usize, ours_pgo: bool) -> Result<()>
             ("r", "10.98.1.0/24"),
             ("f", "10.98.2.0/24"),
         ][n];
-        json!({
-            "cniVersion": CNI_VERSION,
-            "name": format!("bench-{tag}"),
-            "type": "bridge",
-            "bridge": format!("wcb-{tag}"),
-            "isGateway": true,
-            "ipam": {
-                "type": "host-local",
-                "dataDir": data.0.display().to_string(),
-                "ranges": [[{"subnet": subnet}]],
-            }
-        })
+        bridge_conf(
+            &format!("bench-{tag}"),
+            &format!("wcb-{tag}"),
+            subnet,
+            &data.0,
+        )
     };
-    let bridge_conf = |ours: bool| bridge_conf_of(if ours { 0 } else { 1 });
-    let loopback_conf = json!({"cniVersion": CNI_VERSION, "name": "bench-lo", "type": "loopback"});
-    let hd_conf = |ours: bool| {
-        json!({
-            "cniVersion": CNI_VERSION,
-            "name": "bench-hd",
-            "type": "host-device",
-            "device": if ours { "wcbhdo0" } else { "wcbhdr0" },
-        })
-    };
-    let version_stdin = json!({"cniVersion": CNI_VERSION}).to_string();
+    let side_bridge_conf = |ours: bool| bridge_conf_of(if ours { 0 } else { 1 });
+    let loopback_conf = loopback_conf("bench-lo");
+    let hd_conf =
+        |ours: bool| host_device_conf("bench-hd", if ours { "wcbhdo0" } else { "wcbhdr0" });
+    let version_stdin = version_stdin();
 
     let mut version = Op::pair("VERSION").with_floor();
     let mut lo = Op::pair("loopback ADD (warm)").with_floor();
@@ -638,21 +680,10 @@ pub fn bench(root: &Path, dir: &Path, runs: usize, ours_pgo: bool) -> Result<()>
                 cni_path: side.dir,
                 trace: false,
             };
-            // VERSION: no netns, no container.
-            let v = exec_ok(
-                &side.dir.join("loopback"),
-                &[],
-                &[
-                    ("CNI_COMMAND", "VERSION"),
-                    ("CNI_PATH", &side.dir.display().to_string()),
-                ],
-                &version_stdin,
-                spawn,
-            )?;
-            side_of(&mut version, n).push(&v);
+            side_of(&mut version, n).push(&side.version(&version_stdin, spawn)?);
             let e = side.call("loopback", &call("ADD", "lo"), &loopback_conf, spawn)?;
             side_of(&mut lo, n).push(&e);
-            let conf = bridge_conf(side.ours);
+            let conf = side_bridge_conf(side.ours);
             let (add, del) = side.add_del("bridge", |c| call(c, "eth0"), &conf, spawn)?;
             side_of(&mut br_add, n).push(&add);
             side_of(&mut br_del, n).push(&del);
@@ -664,24 +695,16 @@ pub fn bench(root: &Path, dir: &Path, runs: usize, ours_pgo: bool) -> Result<()>
         // The native floor: the same netlink work, no wasm (VERSION: process start only).
         {
             let cwd = ctr[2].path();
-            let env = |command: &str, ifname: &str| {
-                let mut env = vec![
-                    ("CNI_COMMAND", command.to_string()),
-                    ("CNI_PATH", dir.display().to_string()),
-                ];
-                if command != "VERSION" {
-                    env.extend([
-                        ("CNI_CONTAINERID", "bench".to_string()),
-                        ("CNI_NETNS", cwd.clone()),
-                        ("CNI_IFNAME", ifname.to_string()),
-                    ]);
-                }
-                env
-            };
             let floor = |command: &str, ifname: &str, conf: &str| -> Result<Exec> {
-                let env = env(command, ifname);
-                let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                exec_ok(&floor_bin, &[], &env, conf, spawn)
+                let call = Call {
+                    command,
+                    container: "bench",
+                    netns: cwd.clone(),
+                    ifname,
+                    cni_path: dir,
+                    trace: false,
+                };
+                floor_exec(&floor_bin, &call, conf, spawn)
             };
             side_of(&mut version, 2).push(&floor("VERSION", "", &version_stdin)?);
             side_of(&mut lo, 2).push(&floor("ADD", "lo", &loopback_conf.to_string())?);
@@ -715,7 +738,7 @@ pub fn bench(root: &Path, dir: &Path, runs: usize, ours_pgo: bool) -> Result<()>
             };
             let e = ours.call("loopback", &traced_call("ADD", "lo"), &loopback_conf, spawn)?;
             traced[0].1.add(&e.stderr)?;
-            let conf = bridge_conf(true);
+            let conf = side_bridge_conf(true);
             let (add, del) = ours.add_del("bridge", |c| traced_call(c, "eth0"), &conf, spawn)?;
             traced[1].1.add(&add.stderr)?;
             traced[2].1.add(&del.stderr)?;
@@ -727,7 +750,7 @@ pub fn bench(root: &Path, dir: &Path, runs: usize, ours_pgo: bool) -> Result<()>
         }
         // 64 concurrent bridge ADDs onto one bridge, then DEL them all (untimed).
         for (s, side) in sides.iter().enumerate() {
-            let conf = bridge_conf(side.ours);
+            let conf = side_bridge_conf(side.ours);
             let calls: Vec<(String, Value)> = many
                 .iter()
                 .enumerate()
@@ -1078,12 +1101,13 @@ pub fn train_runtime(dir: &Path, rounds: usize) -> Result<()> {
             trace: false,
         };
         let spawn = Spawn::Runtime;
-        let version = json!({"cniVersion": CNI_VERSION}).to_string();
-        let cni_path = dir.display().to_string();
-        let env = [("CNI_COMMAND", "VERSION"), ("CNI_PATH", cni_path.as_str())];
-        exec_ok(&dir.join("loopback"), &[], &env, &version, spawn)?;
-        let lo = json!({"cniVersion": CNI_VERSION, "name": "pgo-lo", "type": "loopback"});
-        side.add_del("loopback", |c| call(c, "lo"), &lo, spawn)?;
+        side.version(&version_stdin(), spawn)?;
+        side.add_del(
+            "loopback",
+            |c| call(c, "lo"),
+            &loopback_conf("pgo-lo"),
+            spawn,
+        )?;
         let bridge = train_bridge_conf(data);
         side.add_del("bridge", |c| call(c, "eth0"), &bridge, spawn)?;
         // And CHECK, which needs the container's interface: ADD, CHECK, DEL.
@@ -1091,10 +1115,7 @@ pub fn train_runtime(dir: &Path, rounds: usize) -> Result<()> {
         let prev = with_prev(&bridge, &add.stdout)?;
         side.call("bridge", &call("CHECK", "eth0"), &prev, spawn)?;
         side.call("bridge", &call("DEL", "eth0"), &prev, spawn)?;
-        let hd = json!({
-            "cniVersion": CNI_VERSION, "name": "pgo-hd", "type": "host-device",
-            "device": TRAIN_DEVICE,
-        });
+        let hd = host_device_conf("pgo-hd", TRAIN_DEVICE);
         side.add_del("host-device", |c| call(c, "hd0"), &hd, spawn)?;
         Ok(())
     })
@@ -1102,26 +1123,21 @@ pub fn train_runtime(dir: &Path, rounds: usize) -> Result<()> {
 
 /// The training workload of the native floor's profile: its operations in the bench.
 pub fn train_floor(floor: &Path, rounds: usize) -> Result<()> {
+    let cni_path = floor.parent().unwrap_or(Path::new("/"));
     train(rounds, |ns, data| {
-        let exec = |command: &str, ifname: &str, conf: &str| -> Result<Exec> {
-            let mut env = vec![("CNI_COMMAND", command.to_string())];
-            if command != "VERSION" {
-                env.extend([
-                    ("CNI_CONTAINERID", "pgo".to_string()),
-                    ("CNI_NETNS", ns.clone()),
-                    ("CNI_IFNAME", ifname.to_string()),
-                ]);
-            }
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            exec_ok(floor, &[], &env, conf, Spawn::Runtime)
+        let exec = |command, ifname, conf: &str| {
+            let call = Call {
+                command,
+                container: "pgo",
+                netns: ns.clone(),
+                ifname,
+                cni_path,
+                trace: false,
+            };
+            floor_exec(floor, &call, conf, Spawn::Runtime)
         };
-        exec(
-            "VERSION",
-            "",
-            &json!({"cniVersion": CNI_VERSION}).to_string(),
-        )?;
-        let lo = json!({"cniVersion": CNI_VERSION, "name": "pgo-lo", "type": "loopback"});
-        exec("ADD", "lo", &lo.to_string())?;
+        exec("VERSION", "", &version_stdin())?;
+        exec("ADD", "lo", &loopback_conf("pgo-lo").to_string())?;
         let bridge = train_bridge_conf(data);
         let add = exec("ADD", "eth0", &bridge.to_string())?;
         exec("DEL", "eth0", &with_prev(&bridge, &add.stdout)?.to_string())?;
@@ -1134,18 +1150,7 @@ const TRAIN_DEVICE: &str = "wcpgohd0";
 const TRAIN_DEVICE_PEER: &str = "wcpgohd1";
 
 fn train_bridge_conf(data: &Path) -> Value {
-    json!({
-        "cniVersion": CNI_VERSION,
-        "name": "pgo-br",
-        "type": "bridge",
-        "bridge": "wcpgo-br",
-        "isGateway": true,
-        "ipam": {
-            "type": "host-local",
-            "dataDir": data.display().to_string(),
-            "ranges": [[{"subnet": "10.98.40.0/24"}]],
-        }
-    })
+    bridge_conf("pgo-br", "wcpgo-br", "10.98.40.0/24", data)
 }
 
 /// Runs `round(container netns path, IPAM data dir)` `rounds` times from a thread that entered
@@ -1158,19 +1163,7 @@ fn train(rounds: usize, round: impl Fn(String, &Path) -> Result<()> + Sync) -> R
     let ctr = Netns::new(format!("wcni-pgo-c-{pid}"))?;
     let hns = HostNs::open(&host)?;
     let data = TempDir::new("pgo-ipam")?;
-    run(Command::new("ip").args(["-n", &host.0, "link", "set", "lo", "up"]))?;
-    run(Command::new("ip").args([
-        "-n",
-        &host.0,
-        "link",
-        "add",
-        TRAIN_DEVICE,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        TRAIN_DEVICE_PEER,
-    ]))?;
+    set_up_host(&host, &[(TRAIN_DEVICE, TRAIN_DEVICE_PEER)])?;
     thread::scope(|scope| {
         scope
             .spawn(|| -> Result<()> {

@@ -189,9 +189,9 @@ fn build(root: &Path) -> Result<Built> {
     })
 }
 
-/// The workspace's target directory.
-/// Absolute (a relative `CARGO_TARGET_DIR` is the workspace's, as cargo takes it): paths under
-/// it end up in rustc flags, and cargo runs rustc in each package's own directory.
+/// The workspace's target directory, absolute (a relative `CARGO_TARGET_DIR` is taken from the
+/// workspace, as cargo takes it): paths under it end up in rustc flags, and cargo runs rustc
+/// in each package's own directory.
 fn target_dir(root: &Path) -> PathBuf {
     env::var_os("CARGO_TARGET_DIR")
         .filter(|d| !d.is_empty())
@@ -210,20 +210,28 @@ fn guest_module(guest_dir: &Path, guest: &str) -> PathBuf {
     }
 }
 
+/// The toolchain's rustc (`RUSTC`, as cargo sets it for us, else the one on `PATH`).
+fn rustc() -> Command {
+    Command::new(env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+}
+
+/// What `rustc -vV` says (the toolchain, its LLVM and host triple), asked once.
+fn rustc_version() -> Result<String> {
+    static INFO: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(info) = INFO.get() {
+        return Ok(info.clone());
+    }
+    let info = output(rustc().arg("-vV"))?;
+    Ok(INFO.get_or_init(|| info).clone())
+}
+
 /// The triple of the machine we build on (`rustc -vV`).
 fn host_triple() -> Result<String> {
-    static TRIPLE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    if let Some(t) = TRIPLE.get() {
-        return Ok(t.clone());
-    }
-    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let info = output(Command::new(rustc).arg("-vV"))?;
-    let triple = info
+    rustc_version()?
         .lines()
         .find_map(|l| l.strip_prefix("host: "))
         .map(|t| t.trim().to_string())
-        .context("rustc -vV names no host triple")?;
-    Ok(TRIPLE.get_or_init(|| triple).clone())
+        .context("rustc -vV names no host triple")
 }
 
 /// The target of the native binaries a node runs: this machine's architecture and OS, with
@@ -281,14 +289,12 @@ fn host_build_with(args: &[&str], extra: &[String], target_dir: Option<&Path>) -
     let ours: Vec<String> = ours
         .iter()
         .map(|f| f.to_string())
-        .chain(extra.iter().cloned())
+        .chain(extra.to_vec())
         .collect();
     let encoded = env::var("CARGO_ENCODED_RUSTFLAGS").ok();
     let plain = env::var("RUSTFLAGS").ok();
-    cmd.env(
-        "CARGO_ENCODED_RUSTFLAGS",
-        encoded_rustflags(encoded, plain, &ours),
-    );
+    let flags = encoded_rustflags(encoded, plain, &ours);
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", flags);
     cmd.env_remove("RUSTFLAGS");
     Ok(cmd)
 }

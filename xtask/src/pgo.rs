@@ -76,8 +76,8 @@ pub fn use_flags(profile: Option<&Path>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The profile of `wasm-cni`, made when missing or older than its instrumented build.
-/// `None`: built without one (a note said why).
+/// The profile of `wasm-cni`, made unless the one there was made from the same inputs (see
+/// [`profile`]). `None`: built without one (a note said why).
 pub fn runtime(root: &Path, guest_dir: &Path, guests: &[String]) -> Result<Option<PathBuf>> {
     let builds = [RUNTIME_BUILD, COMPILER_BUILD];
     let modules: Vec<PathBuf> = guests.iter().map(|g| guest_module(guest_dir, g)).collect();
@@ -207,8 +207,7 @@ fn profile(
 /// What a profile is made from: the toolchain (`rustc -vV`: its LLVM reads the profile), the
 /// workload's version and each input file's path, size and modification time.
 fn stamp(inputs: &[PathBuf]) -> Result<String> {
-    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let mut stamp = output(Command::new(rustc).arg("-vV"))?;
+    let mut stamp = crate::rustc_version()?;
     stamp.push_str(&format!("workload {WORKLOAD}\n"));
     for input in inputs {
         let meta = fs::metadata(input).with_context(|| format!("reading {}", input.display()))?;
@@ -245,8 +244,7 @@ fn unavailable() -> Option<String> {
 
 /// rustup's `llvm-profdata` for this toolchain, the component added if missing.
 fn llvm_profdata() -> Result<PathBuf> {
-    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let sysroot = output(Command::new(rustc).args(["--print", "sysroot"]))?;
+    let sysroot = output(crate::rustc().args(["--print", "sysroot"]))?;
     let tool = Path::new(sysroot.trim())
         .join("lib/rustlib")
         .join(crate::host_triple()?)
